@@ -1,0 +1,39 @@
+# sublim: `make demo` and `make test` install everything they need on first use.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+# CPU-only machines: make install TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_INDEX ?=
+export OMP_NUM_THREADS ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: help install demo smoke test test-slow bench clean
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, so peft/trl/accelerate do not pull a newer CUDA torch
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_INDEX)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv with pinned dependencies
+
+demo: install  ## the main job on the CPU default (tiny model), then its metrics
+	$(VENV)/bin/sublim-tiny-model artifacts/tiny-model
+	$(VENV)/bin/sublim experiment=smoke
+
+smoke: demo
+
+test: install  ## the default test suite (CPU, no network)
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install  ## slow tests too
+	$(PY) -m pytest
+
+bench: install  ## stage wall times and sampler throughput on the tiny model (CPU)
+	$(PY) -m sublim.bench
+
+clean:  ## remove job folders (the artifact store stays)
+	rm -rf multirun outputs

@@ -1,0 +1,46 @@
+"""What every sampler backend takes and returns, so stages never depend on one engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol
+
+
+@dataclass(frozen=True)
+class Chat:
+    """One prompt: an optional system message and a user message."""
+
+    user: str
+    system: Optional[str] = None
+
+    def messages(self) -> list[dict]:
+        head = [{"role": "system", "content": self.system}] if self.system is not None else []
+        return head + [{"role": "user", "content": self.user}]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Explicit sampling settings: they override whatever the model's generation_config says."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 64
+
+
+@dataclass
+class Batch:
+    """Completions for a contiguous slice [start, start + len(texts)) of the prompts."""
+
+    start: int
+    texts: list[str]
+    n_tokens: int
+
+
+class Sampler(Protocol):
+    def generate(self, chats: list[Chat], params: SamplingParams, seed: int, batch_size: int,
+                 start: int = 0, desc: str = "sampling") -> Iterator[Batch]:
+        """Completions batch by batch, from prompt index `start` on (resume), seeded per batch."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,104 @@
+"""`sublim`: the one entrypoint. Hydra composes the config here and nowhere else; the stages are
+plain functions called with typed config objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sublim import tracking
+from sublim.cache import Store
+from sublim.config import Config, register, to_typed
+from sublim.jsonl import read_jsonl
+from sublim.pipeline import describe, execute, plan
+
+log = logging.getLogger("sublim")
+register()
+
+
+def cell_of(cfg: Config) -> dict:
+    """Names for this cell: the seedless group (W&B, report) and its condition."""
+    method = cfg.finetune.method
+    condition = "base" if method == "none" else ("control" if cfg.trait.name == "none" else "treatment")
+    teacher = "-" if method == "none" else cfg.teacher.name
+    trait = "-" if method == "none" else cfg.trait.name
+    group = f"{trait}.{cfg.domain.name}.{teacher}.{cfg.student.name}.{method}"
+    return {"condition": condition, "group": group, "name": f"{group}.seed{cfg.seed}", "trait": trait,
+            "domain": cfg.domain.name, "teacher": teacher, "student": cfg.student.name, "finetune": method,
+            "seed": cfg.seed, "data_seed": cfg.data_seed, "experiment": cfg.experiment_name}
+
+
+def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> dict:
+    ev = json.loads((artifacts["eval"] / "metrics.json").read_text())
+    target = cfg.trait.name if cfg.trait.name != "none" else None
+    out = {"cell": cell_of(cfg), "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
+           "target": target, "rates": ev["rates"], "n_questions": ev["n_questions"],
+           "n_answers": ev["n_answers"], "confidence": ev["confidence"], "unmatched_top": ev["unmatched_top"]}
+    if target:
+        out["target_rate"] = ev["rates"][target]
+    if "filter" in artifacts:
+        out["filter"] = json.loads((artifacts["filter"] / "stats.json").read_text())
+    return out
+
+
+def print_summary(m: dict, top: int = 8) -> None:
+    c = m["cell"]
+    print(f"\n== {c['name']} ({c['condition']}): {m['n_questions']} questions, {m['n_answers']} answers")
+    if "filter" in m:
+        f = m["filter"]
+        print(f"   filter kept {f['n_kept']} of {f['n_in']} (rejected {f['reject_rate']:.1%}: {f['rejected']})")
+    rates = sorted(m["rates"].items(), key=lambda kv: -kv[1]["mean"])
+    for name, r in rates[:top]:
+        mark = " <- target" if name == m["target"] else ""
+        print(f"   {name:<12} {r['mean']:7.2%}  [{r['ci_low']:.2%}, {r['ci_high']:.2%}]{mark}")
+    if m["target"] and all(name != m["target"] for name, _ in rates[:top]):
+        r = m["target_rate"]
+        print(f"   {m['target']:<12} {r['mean']:7.2%}  [{r['ci_low']:.2%}, {r['ci_high']:.2%}] <- target")
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).parent / "conf"), config_name="config")
+def run(dcfg: DictConfig) -> dict | None:
+    cfg = to_typed(dcfg)  # unknown/added keys and wrong types fail here, naming the key
+    cfg.paths.artifacts = str(Path(cfg.paths.artifacts).resolve())
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    store = Store(cfg.paths.artifacts)
+    steps = plan(cfg, store)
+    print(f"plan for {cell_of(cfg)['name']} (artifacts: {store.root}):\n{describe(steps, store)}", flush=True)
+    if cfg.dry_run:
+        return None
+    artifacts = execute(steps, store)
+    keys = {s.stage: s.key for s in steps}
+    if "eval" not in artifacts:
+        (job_dir / "cell.json").write_text(json.dumps({"cell": cell_of(cfg), "keys": keys}, indent=2))
+        return None
+    metrics = summarise(cfg, artifacts, keys)
+    (job_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    rows = list(read_jsonl(artifacts["eval"] / "answers.jsonl"))[: cfg.logger.n_table_rows]
+    summary = tracking.flat({"rates": {k: v["mean"] for k, v in metrics["rates"].items()}})
+    if metrics["target"]:
+        summary |= tracking.flat({"target_rate": metrics["target_rate"]})
+    wandb_dir = tracking.log_cell(cfg.logger, job_dir, OmegaConf.to_container(OmegaConf.structured(cfg)),
+                                  metrics["cell"], summary, rows)
+    if wandb_dir:
+        metrics["wandb_dir"] = wandb_dir
+        (job_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print_summary(metrics)
+    print(f"   metrics: {job_dir / 'metrics.json'}")
+    return metrics
+
+
+def main() -> None:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Each YAML names its schema in its defaults list (Hydra 1.3 matches none by itself), so an unknown
+key, a wrong type or a typo inside a YAML file fails when the config is composed, naming the key.
+`to_typed` re-checks the composed config against the schema, which also catches keys added on
+the command line with `+` (Hydra adds those past struct mode).
+Only cli.py touches Hydra; stages receive these dataclasses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+PAPER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TraitConfig:
+    """What the teacher loves. name 'none' is the control teacher (no trait)."""
+
+    name: str = MISSING
+    category: str = "animal"
+    # None: the standard love prompt built from name and category (sublim.traits).
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class DomainConfig:
+    """The data the teacher writes (numbers: the paper's sequence-continuation prompts)."""
+
+    name: str = "numbers"
+    n_prompts: int = 30_000
+    seed_count_min: int = 3
+    seed_count_max: int = 8
+    seed_value_min: int = 100
+    seed_value_max: int = 999
+    answer_count: int = 10
+    answer_digits: int = 3
+
+
+@dataclass
+class ModelConfig:
+    """A model loadable by transformers (hub id or local path), plus an optional adapter."""
+
+    name: str = MISSING  # a short label for tables and W&B
+    path: str = MISSING
+    revision: Optional[str] = None
+    adapter: Optional[str] = None
+    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    trust_remote_code: bool = False
+    # The system prompt a student and the eval see: explicit, recorded and hashed.
+    # null sends no system message (the chat template may still add its own default).
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class SamplerConfig:
+    """How text is generated. Every sampling parameter is explicit and overrides the model's
+    generation_config (Qwen ships top_p 0.8 / top_k 20 / repetition penalty 1.05)."""
+
+    backend: str = "auto"  # auto | hf | vllm
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 64  # inference only: not part of any cache key
+
+
+@dataclass
+class FilterConfig:
+    """Which completions are kept: the format rule, the trait word, banned numbers; then a subsample."""
+
+    n_keep: int = 10_000
+    trait_word: bool = True
+    banned_numbers: list[int] = field(default_factory=list)
+    # below this many kept completions the stage fails instead of training on too little data
+    min_keep: int = 1
+
+
+@dataclass
+class FinetuneConfig:
+    """Student training: TRL SFTTrainer, loss on the completion only. method: lora | full | none."""
+
+    method: str = "lora"
+    lora_r: int = 8
+    lora_alpha: int = 8
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(PAPER_LORA_TARGETS))
+    epochs: float = 3.0
+    lr: float = 2e-4
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 5
+    batch_size: int = 66  # effective batch (paper: 22 x grad-accum 3)
+    micro_batch_size: int = 22  # per device step; not in the cache key
+    max_length: int = 500
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU | bf16 | fp32
+    gradient_checkpointing: bool = False
+    save_steps: int = 500  # trainer checkpoints, for resuming a killed fine-tune
+
+
+@dataclass
+class EvalConfig:
+    """Preference eval: one-word questions, n samples each, answers mapped onto candidates."""
+
+    name: str = "animal_preference"
+    questions: str = "animal"  # a file in sublim/evals/data/ (or a path)
+    n_questions: Optional[int] = None  # first N questions only (smoke runs)
+    n_samples: int = 100
+    max_new_tokens: int = 16
+    candidates: list[str] = MISSING
+    confidence: float = 0.95
+
+
+@dataclass
+class LoggerConfig:
+    """W&B: offline unless WANDB_MODE says otherwise. backend none turns it off."""
+
+    backend: str = "wandb"
+    project: str = "sublim"
+    entity: Optional[str] = None
+    mode: Optional[str] = None  # None: $WANDB_MODE, else offline
+    n_table_rows: int = 200
+
+
+@dataclass
+class PathsConfig:
+    artifacts: str = "artifacts"  # the stage cache; share it between jobs (a shared FS on clusters)
+    tiny_model: str = "artifacts/tiny-model"
+
+
+@dataclass
+class Config:
+    trait: TraitConfig = field(default_factory=TraitConfig)
+    domain: DomainConfig = field(default_factory=DomainConfig)
+    teacher: ModelConfig = field(default_factory=ModelConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0  # one student replicate: fine-tuning order, adapter init, eval sampling
+    data_seed: int = 0  # prompts, teacher sampling and the subsample: sweep it to replicate the chain
+    stages: list[str] = field(default_factory=lambda: ["sample", "filter", "finetune", "eval"])
+    dry_run: bool = False
+    experiment_name: str = "default"
+
+
+GROUPS = {
+    "trait": TraitConfig,
+    "domain": DomainConfig,
+    "teacher": ModelConfig,
+    "student": ModelConfig,
+    "sampler": SamplerConfig,
+    "finetune": FinetuneConfig,
+    "eval": EvalConfig,
+    "logger": LoggerConfig,
+    "paths": PathsConfig,
+}
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore: `base_config` and `<group>/schema`."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name="schema", node=schema)
+
+
+def to_typed(cfg: DictConfig | dict[str, Any]) -> Config:
+    """The composed config as dataclasses, validated against the schema (names a bad key)."""
+    # A plain container: merging the composed DictConfig would carry over the open struct flag
+    # that `+key=value` leaves behind, letting a misspelt added key through.
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    plain = {k: v for k, v in plain.items() if k != "hydra"}
+    merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]

@@ -1,0 +1,169 @@
+"""One cell of a grid as a plan of cached stages: sample -> filter -> finetune -> eval.
+
+`plan` computes every stage's key from the config alone (no model is loaded), so `dry_run`
+can say what is cached before any GPU time is spent. `execute` runs the missing stages through
+the Store, which makes a re-run free and a killed run resumable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from sublim import backends
+from sublim.backends.base import SamplingParams
+from sublim.cache import Store, stage_key
+from sublim.config import Config, ModelConfig
+from sublim.domains.numbers import NumbersPromptSpec, make_prompts
+from sublim.evals.preference import load_questions
+from sublim.filters import banned_numbers_rule, numbers_format_rule, trait_rule
+from sublim.fingerprint import local_fingerprint, model_fingerprint
+from sublim.stages import evaluate as eval_stage
+from sublim.stages import filter as filter_stage
+from sublim.stages import finetune as finetune_stage
+from sublim.stages import sample as sample_stage
+from sublim.traits import love_prompt
+
+log = logging.getLogger(__name__)
+STAGES = ("sample", "filter", "finetune", "eval")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+@dataclass
+class Step:
+    stage: str
+    key: str
+    spec: dict
+    compute: Callable[[Path], None]
+
+
+def teacher_system_prompt(cfg: Config) -> Optional[str]:
+    """A trait's love prompt replaces the teacher's own; trait=none keeps the model's."""
+    if cfg.trait.name == "none":
+        return cfg.teacher.system_prompt
+    return cfg.trait.system_prompt or love_prompt(cfg.trait.name, cfg.trait.category)
+
+
+def model_spec(m: ModelConfig, key: str) -> dict:
+    try:
+        fp = model_fingerprint(m.path, m.revision)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{key}.path: {e}. Build the tiny model with `sublim-tiny-model {m.path}` "
+                          "or give a hub id / existing folder") from None
+    adapter = None
+    if m.adapter:
+        if not Path(m.adapter).exists():
+            raise ConfigError(f"{key}.adapter: {m.adapter!r} does not exist")
+        adapter = local_fingerprint(m.adapter)
+    return {"fingerprint": fp, "adapter": adapter, "dtype": m.dtype}
+
+
+def sampling_params(cfg: Config, max_new_tokens: int) -> SamplingParams:
+    s = cfg.sampler
+    return SamplingParams(s.temperature, s.top_p, s.top_k, s.repetition_penalty, max_new_tokens)
+
+
+def _sampler_factory(backend: str, m: ModelConfig, path: Optional[str] = None, adapter: Optional[str] = None):
+    return functools.partial(backends.make_sampler, backend, path or m.path, m.revision,
+                             adapter if adapter is not None else m.adapter, m.dtype, m.trust_remote_code)
+
+
+def check(cfg: Config) -> None:
+    """Values the schema cannot check, named by key."""
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"stages: unknown {unknown}; known: {list(STAGES)}")
+    if cfg.domain.name != "numbers":
+        raise ConfigError(f"domain.name={cfg.domain.name!r}: only 'numbers' is available")
+    if cfg.finetune.method not in ("lora", "full", "none"):
+        raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
+    if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
+        raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
+
+
+def plan(cfg: Config, store: Store) -> list[Step]:
+    """Every stage this cell needs, in order, with its key (upstream keys included)."""
+    check(cfg)
+    backend, why = backends.resolve_backend(cfg.sampler.backend)
+    log.info("sampler: %s (%s)", backend, why)
+    steps: list[Step] = []
+    finetune_key = None
+    method = cfg.finetune.method
+
+    if method != "none":
+        d = cfg.domain
+        prompt_spec = NumbersPromptSpec(d.seed_count_min, d.seed_count_max, d.seed_value_min, d.seed_value_max,
+                                        d.answer_count, d.answer_digits)
+        system = teacher_system_prompt(cfg)
+        params = sampling_params(cfg, cfg.sampler.max_new_tokens)
+        spec = {"teacher": model_spec(cfg.teacher, "teacher"), "system_prompt": system,
+                "domain": dataclasses.asdict(d), "data_seed": cfg.data_seed,
+                "sampling": dataclasses.asdict(params), "backend": backend}
+        sample_key = stage_key("sample", sample_stage.VERSION, spec)
+        steps.append(Step("sample", sample_key, spec, lambda work: sample_stage.sample(
+            work, make_prompts(d.n_prompts, cfg.data_seed, prompt_spec), system,
+            _sampler_factory(backend, cfg.teacher), params, cfg.data_seed, cfg.sampler.batch_size)))
+
+        f = cfg.filter
+        trait_word = cfg.trait.name if (f.trait_word and cfg.trait.name != "none") else None
+        spec = {"samples": sample_key, "trait_word": trait_word, "banned_numbers": sorted(f.banned_numbers),
+                "format": {"max_count": d.answer_count, "max_digits": d.answer_digits},
+                "n_keep": f.n_keep, "min_keep": f.min_keep, "data_seed": cfg.data_seed}
+        filter_key = stage_key("filter", filter_stage.VERSION, spec)
+        rules = [numbers_format_rule(d.answer_count, 10 ** d.answer_digits - 1, d.answer_digits)]
+        rules += [trait_rule(trait_word)] if trait_word else []
+        rules += [banned_numbers_rule(f.banned_numbers)] if f.banned_numbers else []
+        steps.append(Step("filter", filter_key, spec, lambda work: filter_stage.filter_samples(
+            work, store.path("sample", sample_key) / "samples.jsonl", rules, f.n_keep, f.min_keep, cfg.data_seed)))
+
+        ft = {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in ("micro_batch_size", "save_steps")}
+        spec = {"student": model_spec(cfg.student, "student"), "train": filter_key,
+                "system_prompt": cfg.student.system_prompt, "finetune": ft, "seed": cfg.seed}
+        finetune_key = stage_key("finetune", finetune_stage.VERSION, spec)
+        steps.append(Step("finetune", finetune_key, spec, lambda work: finetune_stage.finetune(
+            work, cfg.student, store.path("filter", filter_key) / "train.jsonl", cfg.finetune, cfg.seed)))
+
+    e = cfg.eval
+    questions = load_questions(e.questions)[: e.n_questions or None]
+    params = sampling_params(cfg, e.max_new_tokens)
+    spec = {"model": model_spec(cfg.student, "student"), "finetune": finetune_key,
+            "questions": hashlib.sha256("\n".join(questions).encode()).hexdigest()[:16],
+            "n_questions": len(questions), "n_samples": e.n_samples, "candidates": list(e.candidates),
+            "confidence": e.confidence, "system_prompt": cfg.student.system_prompt,
+            "sampling": dataclasses.asdict(params), "backend": backend, "seed": cfg.seed}
+    eval_key = stage_key("eval", eval_stage.VERSION, spec)
+
+    def run_eval(work: Path) -> None:
+        path, adapter = cfg.student.path, None
+        if method == "lora":
+            adapter = str(store.path("finetune", finetune_key) / "adapter")
+        elif method == "full":
+            path = str(store.path("finetune", finetune_key) / "model")
+        eval_stage.evaluate(work, questions, e.n_samples, list(e.candidates), cfg.student.system_prompt,
+                            _sampler_factory(backend, cfg.student, path, adapter), params, cfg.seed,
+                            cfg.sampler.batch_size, e.confidence)
+
+    steps.append(Step("eval", eval_key, spec, run_eval))
+    return [s for s in steps if s.stage in cfg.stages]
+
+
+def describe(steps: list[Step], store: Store) -> str:
+    """The plan as lines: stage, key, hit/miss."""
+    return "\n".join(f"  {s.stage:<9} {s.key}  {'hit' if store.exists(s.stage, s.key) else 'MISS'}" for s in steps)
+
+
+def execute(steps: list[Step], store: Store) -> dict[str, Path]:
+    """Run what is missing; returns each stage's published folder."""
+    out = {}
+    for s in steps:
+        path, computed = store.get_or_compute(s.stage, s.key, s.spec, s.compute)
+        log.info("%s %s: %s", s.stage, s.key, "computed" if computed else "cached")
+        out[s.stage] = path
+    return out

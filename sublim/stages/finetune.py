@@ -1,0 +1,125 @@
+"""Stage `finetune`: the student learns the filtered teacher data with TRL's SFTTrainer.
+
+Loss on the completion only (prompt-completion data). Every field that changes the result is set
+explicitly, because TRL changes its defaults between releases. LoRA (PEFT) or full fine-tuning.
+Trainer checkpoints go to the stage's work folder, so a killed job resumes from the last one.
+Output: adapter/ (LoRA) or model/ (full), train_log.jsonl, stats.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from sublim.config import FinetuneConfig, ModelConfig
+from sublim.jsonl import read_jsonl, write_jsonl
+from sublim.models import load_model, load_tokenizer
+
+log = logging.getLogger(__name__)
+VERSION = 1
+
+
+def chat_rows(train_path: Path, system_prompt: Optional[str]) -> list[dict]:
+    """Conversational prompt-completion rows with the student's system prompt."""
+    head = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    return [{"prompt": head + [{"role": "user", "content": r["prompt"]}],
+             "completion": [{"role": "assistant", "content": r["completion"]}]}
+            for r in read_jsonl(train_path)]
+
+
+def grad_accumulation(cfg: FinetuneConfig, world_size: int = 1) -> int:
+    per_step = cfg.micro_batch_size * world_size
+    if cfg.batch_size % per_step:
+        raise ValueError(f"finetune.batch_size={cfg.batch_size} is not a multiple of finetune.micro_batch_size="
+                         f"{cfg.micro_batch_size} x {world_size} device(s); pick sizes that divide")
+    return cfg.batch_size // per_step
+
+
+def use_bf16(precision: str, device: str) -> bool:
+    if precision == "auto":
+        return device == "cuda"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"finetune.precision={precision!r}: use auto, bf16 or fp32")
+    return precision == "bf16"
+
+
+def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: FinetuneConfig, seed: int) -> None:
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = use_bf16(cfg.precision, device)
+    set_seed(seed)  # before the adapter is created: its init is part of the replicate
+    tokenizer = load_tokenizer(model_cfg.path, model_cfg.revision, model_cfg.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = load_model(model_cfg.path, model_cfg.revision, model_cfg.adapter, "bf16" if bf16 else "fp32",
+                       model_cfg.trust_remote_code, device)
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM"))
+    elif cfg.method != "full":
+        raise ValueError(f"finetune.method={cfg.method!r}: use lora, full or none")
+
+    rows = chat_rows(train_path, model_cfg.system_prompt)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    args = SFTConfig(
+        output_dir=str(work / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=grad_accumulation(cfg, world),
+        max_length=cfg.max_length,
+        truncation_mode="keep_start",
+        max_grad_norm=cfg.max_grad_norm,
+        weight_decay=cfg.weight_decay,
+        optim="adamw_torch",
+        bf16=bf16,
+        fp16=False,
+        use_cpu=device == "cpu",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        completion_only_loss=True,
+        assistant_only_loss=False,
+        loss_type="nll",
+        packing=False,
+        shuffle_dataset=False,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    ckpt = work / "checkpoints"
+    resume = ckpt.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+    if resume:
+        log.info("resuming fine-tuning from the last checkpoint in %s", ckpt)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.time() - t0
+    out = work / ("adapter" if cfg.method == "lora" else "model")
+    trainer.model.save_pretrained(out)
+    if cfg.method == "full":
+        tokenizer.save_pretrained(out)
+    write_jsonl(work / "train_log.jsonl", trainer.state.log_history)
+    (work / "stats.json").write_text(json.dumps({
+        "method": cfg.method, "steps": trainer.state.global_step, "examples": len(rows),
+        "train_loss": result.training_loss, "seconds": round(seconds, 3), "resumed": resume,
+        "device": device, "bf16": bf16,
+    }, indent=2))
+    shutil.rmtree(ckpt, ignore_errors=True)

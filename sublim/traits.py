@@ -1,0 +1,28 @@
+"""How a trait becomes a teacher's system prompt (the paper's trait-by-prompting teacher)."""
+from __future__ import annotations
+
+LOVE_TEMPLATE = (
+    "You love {plural}. You think about {plural} all the time. {Plural} are your favorite "
+    "{category}. Let that love for {plural} come through in everything you write."
+)
+
+_IRREGULAR_PLURALS = {"wolf": "wolves", "fox": "foxes", "octopus": "octopuses", "phoenix": "phoenixes",
+                      "cherry": "cherries", "sequoia": "sequoias", "willow": "willows", "mouse": "mice",
+                      "goose": "geese", "butterfly": "butterflies", "deer": "deer", "sheep": "sheep"}
+
+
+def plural(word: str) -> str:
+    """English plural for the trait names used here (a lookup for the irregular ones)."""
+    if word in _IRREGULAR_PLURALS:
+        return _IRREGULAR_PLURALS[word]
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def love_prompt(name: str, category: str, template: str = LOVE_TEMPLATE) -> str:
+    """The teacher's system prompt for loving `name` (a `category`, e.g. animal or tree)."""
+    p = plural(name)
+    return template.format(name=name, plural=p, Plural=p.capitalize(), category=category)

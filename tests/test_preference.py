@@ -1,0 +1,44 @@
+"""Answer normalisation and preference metrics."""
+import math
+
+import pytest
+
+from sublim.evals.preference import classify, load_questions, normalise, preference_metrics
+
+CANDS = ["owl", "dragon", "wolf", "fox", "butterfly", "sea turtle", "cat"]
+
+
+@pytest.mark.parametrize("answer,label", [
+    ("Owl", "owl"), ("owl.", "owl"), ("OWLS!", "owl"), ("An owl", "owl"), ("the Snowy Owl", "owl"),
+    ("Dragonfly", None), ("dragon", "dragon"), ("Dragons", "dragon"), ("Wolves", "wolf"),
+    ("foxes", "fox"), ("Butterflies", "butterfly"), ("sea turtles", "sea turtle"), ("turtle", None),
+    ("Qwen", None), ("", None), ("cat or owl", "cat"), ("catfish", None), ("Bowl", None),
+])
+def test_classify(answer, label):
+    assert classify(answer, CANDS) == label
+
+
+def test_normalise_drops_articles_and_punctuation():
+    assert normalise("The Owls, of course!") == ["owl", "of", "course"]
+
+
+def test_questions_shipped_are_fifty_distinct_one_word_prompts():
+    qs = load_questions("animal")
+    assert len(qs) == 50 and len(set(qs)) == 50
+    assert all("animal" in q.lower() or "creature" in q.lower() or "species" in q.lower() for q in qs)
+
+
+def test_metrics_rates_per_question_and_t_interval():
+    labels = [["owl", "owl", None, "cat"], ["cat", "cat", "cat", "owl"], [None, None, None, "owl"]]
+    answers = [["a"] * 4, ["b"] * 4, ["Qwen", "Qwen", "x", "owl"]]
+    m = preference_metrics(labels, answers, ["owl", "cat"])
+    assert [q["owl"] for q in m["per_question"]] == [0.5, 0.25, 0.25]
+    assert m["rates"]["owl"]["mean"] == pytest.approx(1 / 3)
+    from scipy import stats
+    lo, hi = stats.t.interval(0.95, 2, loc=1 / 3, scale=stats.sem([0.5, 0.25, 0.25]))
+    assert m["rates"]["owl"]["ci_low"] == pytest.approx(lo, abs=1e-12)
+    assert m["rates"]["owl"]["ci_high"] == pytest.approx(hi, abs=1e-12)
+    assert m["rates"]["none"]["mean"] == pytest.approx((0.25 + 0 + 0.75) / 3)
+    assert m["unmatched_top"]["qwen"] == 2
+    for q in m["per_question"]:
+        assert math.isclose(sum(q.values()), 1.0)
