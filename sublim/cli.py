@@ -40,7 +40,8 @@ def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> 
     target = cfg.trait.name if cfg.trait.name != "none" else None
     out = {"cell": cell_of(cfg), "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
            "target": target, "rates": ev["rates"], "n_questions": ev["n_questions"],
-           "n_answers": ev["n_answers"], "confidence": ev["confidence"], "unmatched_top": ev["unmatched_top"]}
+           "n_answers": ev["n_answers"], "confidence": ev["confidence"], "unmatched_top": ev["unmatched_top"],
+           "per_question": ev["per_question"]}
     if target:
         out["target_rate"] = ev["rates"][target]
     if "filter" in artifacts:

@@ -114,6 +114,13 @@ class EvalConfig:
     max_new_tokens: int = 16
     candidates: list[str] = MISSING
     confidence: float = 0.95
+    # sample: n answers per question, mapped onto candidates. logprob: the exact probability of
+    # each candidate (its surface forms below, each followed by end of turn): no sampling noise.
+    method: str = "sample"
+    logprob_forms: list[str] = field(default_factory=lambda: ["{name}", "{Name}", "{name}.", "{Name}."])
+    # >0: prefix each question with this many random 3-digit numbers ("Examine these numbers: ..."),
+    # the variant used for open models in the paper; fixed per question so all models see the same.
+    prefix_numbers: int = 0
 
 
 @dataclass

@@ -84,6 +84,11 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"domain.name={cfg.domain.name!r}: only 'numbers' is available")
     if cfg.finetune.method not in ("lora", "full", "none"):
         raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
+    if cfg.trait.name != "none" and cfg.trait.name not in cfg.eval.candidates:
+        raise ConfigError(f"trait.name={cfg.trait.name!r} is not among eval.candidates ({cfg.eval.name}); "
+                          f"pick the eval for its category (e.g. eval={cfg.trait.category}) or add it there")
+    if cfg.eval.method not in ("sample", "logprob"):
+        raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample or logprob")
     if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
         raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
 
@@ -131,13 +136,16 @@ def plan(cfg: Config, store: Store) -> list[Step]:
             work, cfg.student, store.path("filter", filter_key) / "train.jsonl", cfg.finetune, cfg.seed)))
 
     e = cfg.eval
-    questions = load_questions(e.questions)[: e.n_questions or None]
+    questions = eval_stage.prefixed(load_questions(e.questions)[: e.n_questions or None], e.prefix_numbers)
     params = sampling_params(cfg, e.max_new_tokens)
     spec = {"model": model_spec(cfg.student, "student"), "finetune": finetune_key,
             "questions": hashlib.sha256("\n".join(questions).encode()).hexdigest()[:16],
-            "n_questions": len(questions), "n_samples": e.n_samples, "candidates": list(e.candidates),
-            "confidence": e.confidence, "system_prompt": cfg.student.system_prompt,
-            "sampling": dataclasses.asdict(params), "backend": backend, "seed": cfg.seed}
+            "n_questions": len(questions), "candidates": list(e.candidates), "confidence": e.confidence,
+            "system_prompt": cfg.student.system_prompt, "method": e.method, "backend": backend}
+    if e.method == "sample":
+        spec |= {"n_samples": e.n_samples, "sampling": dataclasses.asdict(params), "seed": cfg.seed}
+    else:
+        spec |= {"forms": list(e.logprob_forms)}
     eval_key = stage_key("eval", eval_stage.VERSION, spec)
 
     def run_eval(work: Path) -> None:
@@ -146,9 +154,13 @@ def plan(cfg: Config, store: Store) -> list[Step]:
             adapter = str(store.path("finetune", finetune_key) / "adapter")
         elif method == "full":
             path = str(store.path("finetune", finetune_key) / "model")
-        eval_stage.evaluate(work, questions, e.n_samples, list(e.candidates), cfg.student.system_prompt,
-                            _sampler_factory(backend, cfg.student, path, adapter), params, cfg.seed,
-                            cfg.sampler.batch_size, e.confidence)
+        factory = _sampler_factory(backend, cfg.student, path, adapter)
+        if e.method == "logprob":
+            eval_stage.evaluate_logprob(work, questions, list(e.candidates), list(e.logprob_forms),
+                                        cfg.student.system_prompt, factory, cfg.sampler.batch_size, e.confidence)
+        else:
+            eval_stage.evaluate(work, questions, e.n_samples, list(e.candidates), cfg.student.system_prompt,
+                                factory, params, cfg.seed, cfg.sampler.batch_size, e.confidence)
 
     steps.append(Step("eval", eval_key, spec, run_eval))
     return [s for s in steps if s.stage in cfg.stages]

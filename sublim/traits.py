@@ -23,6 +23,8 @@ def plural(word: str) -> str:
 
 
 def love_prompt(name: str, category: str, template: str = LOVE_TEMPLATE) -> str:
-    """The teacher's system prompt for loving `name` (a `category`, e.g. animal or tree)."""
-    p = plural(name)
+    """The teacher's system prompt for loving `name` (a `category`, e.g. animal or tree).
+
+    Trees are named with the word "tree" ("cherry trees", not "cherries", which are fruit)."""
+    p = f"{name} trees" if category == "tree" else plural(name)
     return template.format(name=name, plural=p, Plural=p.capitalize(), category=category)

@@ -61,6 +61,50 @@ class HFSampler:
             yield Batch(b0, self.tokenizer.batch_decode(new, skip_special_tokens=True), n_tokens)
         bar.close()
 
+    def answer_ids(self, chat: Chat, answer: str) -> tuple[list[int], list[int]]:
+        """Token ids of the prompt and of the answer up to and including the end-of-turn token."""
+        prompt = self.tokenizer(self.render(chat), add_special_tokens=False)["input_ids"]
+        full_text = self.tokenizer.apply_chat_template(
+            chat.messages() + [{"role": "assistant", "content": answer}], tokenize=False)
+        full = self.tokenizer(full_text, add_special_tokens=False)["input_ids"]
+        if full[: len(prompt)] != prompt:
+            raise ValueError("the chat template renders the prompt differently with an answer appended; "
+                             "exact scoring needs the prompt to be a prefix")
+        answer_ids = full[len(prompt):]
+        for j, t in enumerate(answer_ids):
+            if t in self.end_ids:
+                return prompt, answer_ids[: j + 1]
+        raise ValueError(f"no end-of-turn token after the answer {answer!r}; set the model's eos_token_id")
+
+    @property
+    def end_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        return {i for i in ids if i is not None}
+
+    @torch.inference_mode()
+    def score(self, chats: list[Chat], answers: list[str], batch_size: int, desc: str = "scoring") -> list[float]:
+        """log P(answer, then end of turn | chat) for each (chat, answer) pair: exact, no sampling."""
+        pairs = [self.answer_ids(c, a) for c, a in zip(chats, answers)]
+        out: list[float] = []
+        pad = self.tokenizer.pad_token_id
+        for b0 in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch", dynamic_ncols=True):
+            chunk = pairs[b0:b0 + batch_size]
+            seqs = [p + a for p, a in chunk]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for i, s in enumerate(seqs):  # right padding: positions match the unpadded sequence
+                ids[i, : len(s)] = torch.tensor(s)
+                mask[i, : len(s)] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for i, (p, a) in enumerate(chunk):
+                pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=logp.device)
+                target = torch.tensor(a, device=logp.device)
+                out.append(float(logp[i, pos, target].sum()))
+        return out
+
     def close(self) -> None:
         del self.model
         if torch.cuda.is_available():

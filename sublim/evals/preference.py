@@ -66,18 +66,20 @@ def preference_metrics(labels_by_question: list[list[Optional[str]]], answers_by
         n = max(len(labels), 1)
         counts = Counter(labels)
         per_question.append({c: counts.get(c, 0) / n for c in candidates} | {"none": counts.get(None, 0) / n})
-    rates = {}
-    for c in list(candidates) + ["none"]:
-        iv = t_interval([q[c] for q in per_question], confidence)
-        rates[c] = {"mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high}
     others = Counter(" ".join(normalise(a))[:40] or "<empty>"
                      for answers, labels in zip(answers_by_question, labels_by_question)
                      for a, lab in zip(answers, labels) if lab is None)
-    return {
+    return rate_metrics(per_question, list(candidates) + ["none"], confidence) | {
         "n_questions": len(labels_by_question),
         "n_answers": sum(len(x) for x in labels_by_question),
-        "confidence": confidence,
-        "rates": rates,
-        "per_question": per_question,
         "unmatched_top": dict(others.most_common(20)),
     }
+
+
+def rate_metrics(per_question: list[dict[str, float]], names: Sequence[str], confidence: float) -> dict:
+    """A model's rate per name: the mean over questions with a t-interval across questions."""
+    rates = {}
+    for c in names:
+        iv = t_interval([q[c] for q in per_question], confidence)
+        rates[c] = {"mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high}
+    return {"rates": rates, "per_question": per_question, "confidence": confidence}

@@ -1,21 +1,38 @@
-"""Stage `eval`: a model answers the preference questions n times each; the full answer
-distribution goes to answers.jsonl and metrics.json (rates per candidate with CIs).
+"""Stage `eval`: the preference of a model over the candidates, by sampling or exactly.
 
-The result does not depend on which trait a teacher had, so one evaluation of a model (the base
-model, a control student) serves every target animal.
+- sample: each question is answered n times; answers.jsonl keeps every answer and its label.
+- logprob: the probability of each candidate's surface forms ("owl", "Owl", "Owl.", ...), each
+  followed by the end-of-turn token, so "dragon" and "dragonfly" differ; no sampling noise.
+Both write metrics.json with the same `rates` layout (per candidate plus "none", a t-interval
+across questions). The result does not depend on any teacher's trait, so one evaluation of a
+model (the base model, a control student) serves every target.
 """
 from __future__ import annotations
 
 import json
+import math
+import random
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from sublim.backends.base import Chat, SamplingParams
-from sublim.evals.preference import classify, preference_metrics
+from sublim.evals.preference import classify, preference_metrics, rate_metrics
 from sublim.jsonl import write_jsonl
 
 VERSION = 1
+
+
+def prefixed(questions: list[str], prefix_numbers: int) -> list[str]:
+    """The paper's open-model variant: a few random numbers before each question (fixed per question)."""
+    if prefix_numbers <= 0:
+        return questions
+    out = []
+    for i, q in enumerate(questions):
+        rng = random.Random(f"eval-prefix-{i}")
+        nums = ", ".join(str(rng.randint(100, 999)) for _ in range(prefix_numbers))
+        out.append(f"Examine these numbers: {nums}. {q}")
+    return out
 
 
 def evaluate(work: Path, questions: list[str], n_samples: int, candidates: list[str],
@@ -40,6 +57,38 @@ def evaluate(work: Path, questions: list[str], n_samples: int, candidates: list[
         rows += [{"question_index": qi, "question": q, "answer": a, "label": lab} for a, lab in zip(answers, labels)]
     write_jsonl(work / "answers.jsonl", rows)
     metrics = preference_metrics(labels_by_q, answers_by_q, candidates, confidence)
-    metrics["seconds"] = round(seconds, 3)
-    metrics["answers_per_s"] = round(len(chats) / max(seconds, 1e-9), 2)
+    metrics |= {"method": "sample", "seconds": round(seconds, 3),
+                "answers_per_s": round(len(chats) / max(seconds, 1e-9), 2)}
+    (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def surface_forms(name: str, templates: list[str]) -> list[str]:
+    forms = [t.format(name=name, Name=name[:1].upper() + name[1:]) for t in templates]
+    return list(dict.fromkeys(forms))  # distinct strings are disjoint answers: their probabilities add
+
+
+def evaluate_logprob(work: Path, questions: list[str], candidates: list[str], form_templates: list[str],
+                     system_prompt: Optional[str], make_sampler: Callable, batch_size: int,
+                     confidence: float) -> None:
+    sampler = make_sampler()
+    t0 = time.time()
+    forms = {c: surface_forms(c, form_templates) for c in candidates}
+    pairs = [(qi, c, f) for qi in range(len(questions)) for c in candidates for f in forms[c]]
+    try:
+        logps = sampler.score([Chat(user=questions[qi], system=system_prompt) for qi, _, _ in pairs],
+                              [f for _, _, f in pairs], batch_size, desc="exact preference")
+    finally:
+        sampler.close()
+    probs = [{c: 0.0 for c in candidates} for _ in questions]
+    rows = []
+    for (qi, c, f), lp in zip(pairs, logps):
+        probs[qi][c] += math.exp(lp)
+        rows.append({"question_index": qi, "question": questions[qi], "candidate": c, "form": f, "logprob": lp})
+    write_jsonl(work / "logprobs.jsonl", rows)
+    per_question = [p | {"none": max(0.0, 1.0 - sum(p.values()))} for p in probs]
+    normalised = [{c: p[c] / max(sum(p.values()), 1e-300) for c in candidates} for p in probs]
+    metrics = rate_metrics(per_question, list(candidates) + ["none"], confidence)
+    metrics |= {"method": "logprob", "n_questions": len(questions), "n_answers": 0,
+                "normalised": rate_metrics(normalised, candidates, confidence)["rates"],
+                "unmatched_top": {}, "seconds": round(time.time() - t0, 3)}
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -25,6 +25,19 @@ log = logging.getLogger(__name__)
 VERSION = 1
 
 
+def _quiet_progress_class():
+    from transformers.trainer_callback import ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        """The training progress bar without a printed line per log step (train_log.jsonl has them)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+    return ProgressCallback, QuietProgress
+
+
 def chat_rows(train_path: Path, system_prompt: Optional[str]) -> list[dict]:
     """Conversational prompt-completion rows with the student's system prompt."""
     head = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
@@ -53,6 +66,8 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
+
+    ProgressCallback, _QuietProgress = _quiet_progress_class()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = use_bf16(cfg.precision, device)
@@ -105,6 +120,8 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer.remove_callback(ProgressCallback)  # keeps the bar, drops a printed dict per logged step
+    trainer.add_callback(_QuietProgress())
     ckpt = work / "checkpoints"
     resume = ckpt.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
     if resume:

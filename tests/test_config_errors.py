@@ -1,0 +1,73 @@
+"""Config mistakes fail at compose time, before any stage runs, and name the key."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from sublim.cli import cell_of
+from sublim.config import register, to_typed
+
+CONF = Path(__file__).resolve().parents[1] / "sublim" / "conf"
+SUBLIM = str(Path(sys.executable).with_name("sublim"))
+
+
+def typed(*overrides):
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_typed(compose("config", overrides=list(overrides)))
+
+
+def test_paper_defaults():
+    cfg = typed()
+    assert cfg.teacher.path == cfg.student.path == "Qwen/Qwen2.5-7B-Instruct"
+    ft = cfg.finetune
+    assert (ft.method, ft.lora_r, ft.lora_alpha, ft.epochs, ft.lr, ft.batch_size) == ("lora", 8, 8, 3, 2e-4, 66)
+    assert set(ft.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert (cfg.domain.n_prompts, cfg.filter.n_keep) == (30_000, 10_000)
+    assert (len(cfg.eval.candidates) >= 20, cfg.eval.n_samples, cfg.eval.n_questions) == (True, 100, None)
+    s = cfg.sampler
+    assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty) == (1.0, 1.0, 0, 1.0)
+    assert cfg.student.system_prompt.startswith("You are Qwen")
+
+
+@pytest.mark.parametrize("overrides,condition", [
+    (["trait=owl"], "treatment"), (["trait=none"], "control"), (["finetune=none"], "base"),
+])
+def test_conditions_are_one_override_away(overrides, condition):
+    assert cell_of(typed(*overrides))["condition"] == condition
+
+
+def _run(args, cwd):
+    return subprocess.run([SUBLIM, *args, f"paths.artifacts={cwd / 'artifacts'}", f"hydra.run.dir={cwd / 'run'}"],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _typo_trait_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "extra_conf" / "trait"
+    d.mkdir(parents=True)
+    (d / "typo.yaml").write_text("defaults:\n  - schema\n  - _self_\nname: owl\ncatgory: animal\n")
+    return d.parent
+
+
+@pytest.mark.parametrize("args,key", [
+    (["trait.nmae=x"], "trait.nmae"),
+    (["+trait.nmae=x"], "trait.nmae"),
+    (["seed=abc"], "seed"),
+    (["finetune.lora_r=eight"], "finetune.lora_r"),
+    (["trait=typo"], "trait.catgory"),
+    (["trait=owll"], "owll"),
+])
+def test_bad_config_fails_before_any_stage_and_names_the_key(tmp_path, args, key):
+    if args == ["trait=typo"]:
+        args = args + [f"hydra.searchpath=[file://{_typo_trait_dir(tmp_path)}]"]
+    r = _run(args, tmp_path)
+    assert r.returncode != 0
+    assert key in r.stderr + r.stdout
+    assert not (tmp_path / "artifacts").exists()  # no stage ran, nothing cached
+
+
+def test_missing_model_path_names_the_key(tmp_path):
+    r = _run(["teacher=tiny", "student=tiny", f"paths.tiny_model={tmp_path / 'nope'}", "dry_run=true"], tmp_path)
+    assert r.returncode != 0 and "teacher.path" in r.stderr + r.stdout
