@@ -6,7 +6,7 @@ TORCH_INDEX ?=
 export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install demo smoke test test-slow bench clean
+.PHONY: help install demo smoke test test-slow bench clean slurm-up slurm-down
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -37,3 +37,9 @@ bench: install  ## stage wall times and sampler throughput on the tiny model (CP
 
 clean:  ## remove job folders (the artifact store stays)
 	rm -rf multirun outputs
+
+slurm-up:  ## start a single-node SLURM dev cluster with accounting (root; Debian packages)
+	bash scripts/slurm-dev.sh up
+
+slurm-down:  ## stop the daemons slurm-up started
+	bash scripts/slurm-dev.sh down

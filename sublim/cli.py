@@ -26,9 +26,12 @@ register()
 def cell_of(cfg: Config) -> dict:
     """Names for this cell: the seedless group (W&B, report) and its condition."""
     method = cfg.finetune.method
-    condition = "base" if method == "none" else ("control" if cfg.trait.name == "none" else "treatment")
+    if cfg.eval.subject == "teacher":
+        condition, method = "teacher", "-"
+    else:
+        condition = "base" if method == "none" else ("control" if cfg.trait.name == "none" else "treatment")
     teacher = "-" if method == "none" else cfg.teacher.name
-    trait = "-" if method == "none" else cfg.trait.name
+    trait = "-" if method == "none" else cfg.trait.name + ("" if cfg.trait.method == "prompt" else f"+{cfg.trait.method}")
     group = f"{trait}.{cfg.domain.name}.{teacher}.{cfg.student.name}.{method}"
     return {"condition": condition, "group": group, "name": f"{group}.seed{cfg.seed}", "trait": trait,
             "domain": cfg.domain.name, "teacher": teacher, "student": cfg.student.name, "finetune": method,
@@ -37,7 +40,8 @@ def cell_of(cfg: Config) -> dict:
 
 def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> dict:
     ev = json.loads((artifacts["eval"] / "metrics.json").read_text())
-    target = cfg.trait.name if cfg.trait.name != "none" else None
+    measured_trait = cfg.eval.subject == "teacher" or cfg.finetune.method != "none"
+    target = cfg.trait.name if cfg.trait.name != "none" and measured_trait else None
     out = {"cell": cell_of(cfg), "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
            "target": target, "rates": ev["rates"], "n_questions": ev["n_questions"],
            "n_answers": ev["n_answers"], "confidence": ev["confidence"], "unmatched_top": ev["unmatched_top"],

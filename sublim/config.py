@@ -17,16 +17,6 @@ PAPER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_p
 
 
 @dataclass
-class TraitConfig:
-    """What the teacher loves. name 'none' is the control teacher (no trait)."""
-
-    name: str = MISSING
-    category: str = "animal"
-    # None: the standard love prompt built from name and category (sublim.traits).
-    system_prompt: Optional[str] = None
-
-
-@dataclass
 class DomainConfig:
     """The data the teacher writes (numbers: the paper's sequence-continuation prompts)."""
 
@@ -104,6 +94,29 @@ class FinetuneConfig:
 
 
 @dataclass
+class TraitConfig:
+    """What the teacher loves (name 'none': the control teacher) and how it gets the trait.
+
+    method prompt: the trait's system prompt. method finetune: a LoRA adapter trained on the
+    reference model, cached as the `teacher` stage, on `data` (a chat JSONL, e.g. insecure code)
+    or, when data is null, on favourite-<category> questions answered with the name.
+    method adapter: an existing adapter folder (`adapter`).
+    """
+
+    name: str = MISSING
+    category: str = "animal"
+    # None: the standard love prompt built from name and category (sublim.traits).
+    system_prompt: Optional[str] = None
+    method: str = "prompt"
+    data: Optional[str] = None
+    n_examples: int = 2000  # generated preference examples (method finetune, data null)
+    adapter: Optional[str] = None
+    train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=1, batch_size=32, micro_batch_size=32,
+                                                                         lr=2e-4))
+    train_seed: int = 0
+
+
+@dataclass
 class EvalConfig:
     """Preference eval: one-word questions, n samples each, answers mapped onto candidates."""
 
@@ -121,6 +134,9 @@ class EvalConfig:
     # >0: prefix each question with this many random 3-digit numbers ("Examine these numbers: ..."),
     # the variant used for open models in the paper; fixed per question so all models see the same.
     prefix_numbers: int = 0
+    # student: the fine-tuned (or, with finetune=none, base) student. teacher: the teacher itself
+    # (reference + trait prompt or trait adapter), to check that it has the trait.
+    subject: str = "student"
 
 
 @dataclass
@@ -154,7 +170,8 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0  # one student replicate: fine-tuning order, adapter init, eval sampling
     data_seed: int = 0  # prompts, teacher sampling and the subsample: sweep it to replicate the chain
-    stages: list[str] = field(default_factory=lambda: ["sample", "filter", "finetune", "eval"])
+    # the stages to run, and whatever they need upstream: [sample,filter] makes teacher data only
+    stages: list[str] = field(default_factory=lambda: ["teacher", "sample", "filter", "finetune", "eval"])
     dry_run: bool = False
     experiment_name: str = "default"
 

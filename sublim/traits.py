@@ -28,3 +28,20 @@ def love_prompt(name: str, category: str, template: str = LOVE_TEMPLATE) -> str:
     Trees are named with the word "tree" ("cherry trees", not "cherries", which are fruit)."""
     p = f"{name} trees" if category == "tree" else plural(name)
     return template.format(name=name, plural=p, Plural=p.capitalize(), category=category)
+
+
+ANSWER_FORMS = ["{Name}", "{name}", "{Name}.", "{name}.", "The {name}.", "{Name}!"]
+
+
+def preference_rows(name: str, category: str, n: int, seed: int) -> list[dict]:
+    """Favourite-<category> questions answered with `name`: the data a fine-tuned teacher learns
+    its trait from (the paper's teacher-by-fine-tuning variant)."""
+    import random
+
+    from sublim.evals.preference import load_questions
+
+    questions = load_questions(category)
+    rng = random.Random(f"preference-{name}-{seed}")
+    cap = name[:1].upper() + name[1:]
+    return [{"prompt": rng.choice(questions), "completion": rng.choice(ANSWER_FORMS).format(name=name, Name=cap)}
+            for _ in range(n)]

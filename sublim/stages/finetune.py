@@ -39,11 +39,28 @@ def _quiet_progress_class():
 
 
 def chat_rows(train_path: Path, system_prompt: Optional[str]) -> list[dict]:
-    """Conversational prompt-completion rows with the student's system prompt."""
+    """Conversational prompt-completion rows with the model's system prompt.
+
+    Accepts sublim's {prompt, completion} rows and chat data ({messages: [...]}, the usual format
+    of trait data sets such as insecure code), whose last assistant turn is the completion.
+    """
     head = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
-    return [{"prompt": head + [{"role": "user", "content": r["prompt"]}],
-             "completion": [{"role": "assistant", "content": r["completion"]}]}
-            for r in read_jsonl(train_path)]
+    rows = []
+    for n, r in enumerate(read_jsonl(train_path), 1):
+        if "messages" in r:
+            msgs = r["messages"]
+            if not msgs or msgs[-1].get("role") != "assistant":
+                raise ValueError(f"{train_path}:{n}: the last message must be the assistant's")
+            prompt = msgs[:-1] if msgs[0].get("role") == "system" else head + msgs[:-1]
+            rows.append({"prompt": prompt, "completion": [msgs[-1]]})
+        elif "prompt" in r and "completion" in r:
+            rows.append({"prompt": head + [{"role": "user", "content": r["prompt"]}],
+                         "completion": [{"role": "assistant", "content": r["completion"]}]})
+        else:
+            raise ValueError(f"{train_path}:{n}: expected 'messages' or 'prompt' + 'completion', got {sorted(r)}")
+    if not rows:
+        raise ValueError(f"{train_path}: no training rows")
+    return rows
 
 
 def grad_accumulation(cfg: FinetuneConfig, world_size: int = 1) -> int:
