@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sublim import tracking
@@ -18,6 +19,7 @@ from sublim.cache import Store
 from sublim.config import Config, register, to_typed
 from sublim.jsonl import read_jsonl
 from sublim.pipeline import describe, execute, plan
+from sublim.sweep import record_failure, write_outcome
 
 log = logging.getLogger("sublim")
 register()
@@ -70,6 +72,26 @@ def print_summary(m: dict, top: int = 8) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).parent / "conf"), config_name="config")
 def run(dcfg: DictConfig) -> dict | None:
+    """One cell. In a sweep a failure is recorded in the job folder (outcome.json) and the grid
+    goes on; OutcomeReport names every failed cell at the end."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return run_cell(dcfg)
+    try:
+        metrics = run_cell(dcfg)
+    except Exception as e:
+        record_failure(e)
+        return None
+    write_outcome(Path(hc.runtime.output_dir), "ok", list(hc.overrides.task))
+    return metrics
+
+
+def run_cell(dcfg: DictConfig) -> dict | None:
+    import torch
+
+    # CPU float sums depend on the thread count: pin it (OMP_NUM_THREADS, default 1) so a cell
+    # gives the same samples wherever it runs; tiny models are also fastest on one thread.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     cfg = to_typed(dcfg)  # unknown/added keys and wrong types fail here, naming the key
     cfg.paths.artifacts = str(Path(cfg.paths.artifacts).resolve())
     job_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -203,7 +203,7 @@ def to_typed(cfg: DictConfig | dict[str, Any]) -> Config:
     """The composed config as dataclasses, validated against the schema (names a bad key)."""
     # A plain container: merging the composed DictConfig would carry over the open struct flag
     # that `+key=value` leaves behind, letting a misspelt added key through.
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    plain = {k: v for k, v in plain.items() if k != "hydra"}
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
+    plain = {k: v for k, v in plain.items() if k != "hydra"}  # interpolations resolve in to_object
     merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

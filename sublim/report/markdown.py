@@ -1,0 +1,106 @@
+"""Render the report as Markdown (summary.md, also printed): people read this, machines read the CSVs.
+
+Why its own module: number formatting (percent, percentage points, intervals) and the list of
+holes in the sweep are presentation, kept apart from the statistics. No `tabulate` dependency.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from sublim.report.collect import Collection
+from sublim.report.summarise import GROUP_KEYS, Specificity, varying
+
+
+def pct(x: float, d: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{d}f} %"
+
+
+def pp(x: float) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:+.1f} pp"
+
+
+def ci(lo: float, hi: float, signed: bool = False) -> str:
+    if lo is None or math.isnan(lo):
+        return "one seed: no CI"
+    f = "{:+.1f}" if signed else "{:.1f}"
+    return f"[{f.format(100 * lo)}, {f.format(100 * hi)}]"
+
+
+def table(df: pd.DataFrame) -> str:
+    """A Markdown table of already-formatted values."""
+    if df.empty:
+        return "_(none)_\n"
+    cols = list(df.columns)
+    esc = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(summ: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    tr = summ[summ["condition"] == "treatment"]
+    trait = {"trait": summ["trait"]} if (tr["trait"] != tr["target"]).any() else {}
+    return pd.DataFrame({
+        "target": summ["target"], "condition": summ["condition"], **trait, **{k: summ[k] for k in keys},
+        "seeds": summ["n_seeds"].astype(str) + " (" + summ["seeds"] + ")",
+        "mean": summ["mean"].map(pct), "95 % CI across seeds": [ci(a, b) for a, b in zip(summ["ci_low"], summ["ci_high"])],
+        "per-question SD": summ["q_sd"].map(pct),
+        "per-question range": [f"{pct(a, 0)} – {pct(b, 0)}" for a, b in zip(summ["q_min"], summ["q_max"])],
+        "rise": summ["rise"].map(pp),
+        "rise CI": ["" if isinstance(b, str) and not b else ci(lo, hi, True)
+                    for lo, hi, b in zip(summ["rise_low"], summ["rise_high"], summ["baseline"])],
+        "vs": summ["baseline"]})
+
+
+def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: pd.DataFrame,
+           notes: list[str], figures: dict[str, Path], out: Path, confidence: float) -> str:
+    c = col.cells
+    keys = varying(c) if len(c) else []
+    fixed = {k: c[c["condition"] != "base"][k].iloc[0] for k in GROUP_KEYS
+             if k not in keys and (c["condition"] != "base").any()}
+    counts = ", ".join(f"{n} {k}" for k, n in c["condition"].value_counts().sort_index().items())
+    s = ["# sublim report", "",
+         f"Inputs: {', '.join(col.paths)}  ", f"Cells: {len(c)}" + (f" ({counts})" if counts else "")
+         + f"; problems: {len(col.problems)}"
+         + (f"; {col.n_ignored} metrics.json without a cell ignored (artifact store?)" if col.n_ignored else ""), ""]
+    if fixed:
+        s += ["All fine-tuned cells share: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), ""]
+    s += [f"## Target rate by condition (mean over seeds, {confidence:.0%} t-interval across seeds)", "",
+          "Base and control cells carry no target: for target X their value is their rate of X. "
+          "`rise` is treatment minus the student's own baseline (`vs`; Welch interval, or the treated seeds' "
+          "t-interval when the baseline has one seed). Per-question SD: mean over seeds of the SD across "
+          "questions; range: min–max over questions of the seed-averaged rate.", "",
+          table(summary_table(summ, keys))]
+    if specs:
+        s += ["## Specificity (teacher trait x measured name)", "",
+              "Per seed: mean diagonal minus mean off-diagonal over the treatment rows; t-interval across seeds.", ""]
+        for sp in specs:
+            iv = sp.interval
+            s += [f"**{sp.title()}**: diagonal − off-diagonal = {pp(iv.mean)} {ci(iv.low, iv.high, True)} "
+                  f"({iv.n} seeds)", "",
+                  table(sp.matrix.map(pct).rename_axis("teacher trait").reset_index())]
+    if not mis.empty:
+        s += ["## Misalignment", "", table(pd.DataFrame({
+            "condition": mis["condition"], "trait": mis["trait"], **{k: mis[k] for k in keys},
+            "seeds": mis["n_seeds"].astype(str) + " (" + mis["seeds"] + ")", "mean": mis["mean"].map(pct),
+            "95 % CI across seeds": [ci(a, b) for a, b in zip(mis["ci_low"], mis["ci_high"])]}))]
+    if c["none_rate"].notna().any():
+        high = c[c["none_rate"] > 0.2]
+        if len(high):
+            s += ["## Answers naming no candidate", "",
+                  f"{len(high)} cell(s) answer outside the candidate list more than 20 % of the time (often the "
+                  "model's own name):", ""]
+            s += [f"- {r['name']}: {pct(r['none_rate'])} (top: {r['top_unmatched'] or '?'})" for _, r in high.iterrows()]
+            s += [""]
+    s += ["## Missing or failed cells", ""]
+    s += [f"- {p.line()}" for p in col.problems] or ["_(none)_"]
+    s += [""]
+    if notes:
+        s += ["## Gaps in the design", ""] + [f"- {n}" for n in notes] + [""]
+    s += ["## Figures", ""]
+    s += [f"![{k}]({p.relative_to(out) if p.is_relative_to(out) else p})" for k, p in figures.items()] or \
+         ["_(none: the data supports no figure)_"]
+    return "\n".join(s) + "\n"

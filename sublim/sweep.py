@@ -1,0 +1,55 @@
+"""Every cell's outcome in a sweep: recorded in its job folder, reported together at the end.
+
+Hydra stops reporting at the first failed job; a researcher wants the other cells to go on when
+one fails, and one list of what failed. The sweeper and launchers that go with this live in
+hydra_plugins/sublim_launchers (Hydra only loads plugins from that namespace).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+OUTCOME = "outcome.json"
+
+
+def write_outcome(job_dir: Path, status: str, overrides: list[str], error: Optional[str] = None,
+                  detail: Optional[str] = None) -> None:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / OUTCOME).write_text(json.dumps(
+        {"status": status, "overrides": overrides, "error": error, "traceback": detail}, indent=2))
+
+
+def record_failure(exc: BaseException) -> None:
+    """In a sweep job: note the failure in the job folder instead of stopping the grid."""
+    hc = HydraConfig.get()
+    write_outcome(Path(hc.runtime.output_dir), "failed", list(hc.overrides.task),
+                  f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    log.error("cell failed: %s: %s", type(exc).__name__, exc)
+
+
+class OutcomeReport(Callback):
+    """At the end of a multirun: one line per failed cell, and a non-zero exit if any failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        failed, ok = [], 0
+        for outcome in sorted(sweep_dir.glob(f"*/{OUTCOME}"), key=lambda p: p.parent.name):
+            o = json.loads(outcome.read_text())
+            if o["status"] == "ok":
+                ok += 1
+            else:
+                failed.append(f"  #{outcome.parent.name} {' '.join(o['overrides'])}: {o['error']}")
+        print(f"sweep {sweep_dir}: {ok} cells ok, {len(failed)} failed", flush=True)
+        if failed:
+            print(f"{len(failed)} cell(s) failed:\n" + "\n".join(failed), file=sys.stderr, flush=True)
+            # Hydra turns a callback's exception into a warning; only SystemExit makes the exit code say it
+            raise SystemExit(1)
