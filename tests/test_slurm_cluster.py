@@ -9,7 +9,6 @@ accounting: submitit reads job states with `sacct`), and `sacct` answers.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,19 +27,7 @@ cloudpickle = pytest.importorskip("cloudpickle")
 # pickle them by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-SKIP_REASON = "no SLURM cluster answers: run make slurm-up"
-
-
-def _cluster_answers() -> bool:
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return False
-    try:
-        out = subprocess.run(
-            ["sinfo", "-h", "-o", "%a %T"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and bool(out.stdout.strip())
+from slurm_util import SKIP_REASON, cluster_answers as _cluster_answers  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,19 @@ class _CollectingSubmitit(BaseSubmititLauncher):
 
 
 class LocalSubmititLauncher(_CollectingSubmitit):
+    """Subprocesses on this machine, at most `max_parallel` at once (submitit local has no bound)."""
+
     _EXECUTOR = "local"
+
+    def __init__(self, max_parallel: int = 2, **params: Any) -> None:
+        super().__init__(**params)
+        self.max_parallel = max(1, int(max_parallel))
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        results: list[JobReturn] = []
+        for i in range(0, len(job_overrides), self.max_parallel):
+            results += super().launch(job_overrides[i:i + self.max_parallel], initial_job_idx + i)
+        return results
 
 
 class SlurmLauncher(_CollectingSubmitit):

@@ -1,0 +1,127 @@
+"""Grids: every cell checked before launch, failures named, teacher data shared, SLURM launching.
+
+The `slurm` tests need the dev cluster (`make slurm-up`) and skip, saying so, without it.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from slurm_util import SKIP_REASON, cluster_answers
+
+from sublim.cache import Store
+
+SUBLIM = str(Path(sys.executable).with_name("sublim"))
+
+
+def sweep(work: Path, model: Path, *overrides: str, name: str = "sweep", timeout: int = 900,
+          artifacts: str = "artifacts", experiment: str | None = "smoke") -> subprocess.CompletedProcess:
+    args = [SUBLIM, "--multirun", *([f"experiment={experiment}"] if experiment else []),
+            f"paths.tiny_model={model}", "logger=none",
+            f"paths.artifacts={work / artifacts}", f"hydra.sweep.dir={work / name}", *overrides]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(args, cwd=work, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def metrics(sweep_dir: Path) -> dict[str, dict]:
+    out = {}
+    for p in sweep_dir.glob("*/metrics.json"):
+        m = json.loads(p.read_text())
+        out[m["cell"]["name"]] = m
+    return out
+
+
+def test_a_typo_in_one_cell_fails_the_grid_before_any_job_runs(tmp_path, tiny_model_dir):
+    r = sweep(tmp_path, tiny_model_dir, "trait=owl,owll", "seed=0,1")
+    assert r.returncode != 0 and "owll" in r.stderr
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_the_paper_grid_plans_thirty_cells_without_running(tmp_path):
+    r = sweep(tmp_path, tmp_path, "sweep=animals", "dry_run=true", experiment=None)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("plan for") == 30 and r.stdout.count("MISS") == 120
+    assert not Store(tmp_path / "artifacts").events()
+
+
+def test_a_failed_cell_does_not_stop_the_others_and_is_named(tmp_path, tiny_model_dir):
+    r = sweep(tmp_path, tiny_model_dir, "filter.min_keep=100000,1")
+    assert r.returncode != 0
+    assert "1 cell(s) failed" in r.stderr and "filter.min_keep=100000" in r.stderr
+    assert "FilterError" in r.stderr
+    assert len(metrics(tmp_path / "sweep")) == 1  # the good cell finished after the bad one
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not cluster_answers():
+        pytest.skip(SKIP_REASON)
+
+
+@pytest.fixture(scope="module")
+def slurm_grid(cluster, tiny_model_dir, tmp_path_factory):
+    """2 teachers x 3 seeds on SLURM: the shared run for the checks below."""
+    work = tmp_path_factory.mktemp("slurm")
+    r = sweep(work, tiny_model_dir, "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+              "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20",
+              "trait=owl,none", "seed=0,1,2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return work
+
+
+@pytest.mark.slurm
+def test_slurm_grid_samples_each_teacher_once_and_trains_six_students_in_parallel(slurm_grid):
+    done = [e for e in Store(slurm_grid / "artifacts").events() if e["event"] == "done"]
+    counts = {s: sum(e["stage"] == s for e in done) for s in ("sample", "filter", "finetune", "eval")}
+    assert counts == {"sample": 2, "filter": 2, "finetune": 6, "eval": 6}
+    assert len(metrics(slurm_grid / "sweep")) == 6
+    # several jobs were alive at once: some stage started in one job while another job's was running
+    spans = [(e["time"] - e["seconds"], e["time"], e["pid"]) for e in done]
+    assert any(a0 < b1 and b0 < a1 and pa != pb for a0, a1, pa in spans for b0, b1, pb in spans)
+
+
+@pytest.mark.slurm
+def test_slurm_cells_give_the_same_metrics_as_a_local_run(slurm_grid, tiny_model_dir, tmp_path):
+    r = sweep(tmp_path, tiny_model_dir, "trait=owl,none", "seed=0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    local, remote = metrics(tmp_path / "sweep"), metrics(slurm_grid / "sweep")
+    assert len(local) == 2
+    for name, m in local.items():
+        for cand, rate in m["rates"].items():  # one thread everywhere: the same samples, bit for bit
+            assert remote[name]["rates"][cand]["mean"] == pytest.approx(rate["mean"], abs=1e-9)
+
+
+@pytest.mark.slurm
+def test_a_failing_slurm_cell_makes_the_sweep_fail_naming_it(slurm_grid, tiny_model_dir):
+    r = sweep(slurm_grid, tiny_model_dir, "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+              "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "trait=owl",
+              "filter.min_keep=1,100000", name="failing")
+    assert r.returncode != 0
+    assert "1 cell(s) failed" in r.stderr and "filter.min_keep=100000" in r.stderr
+
+
+@pytest.mark.slurm
+def test_a_cancelled_slurm_job_does_not_hang_the_sweep(cluster, tiny_model_dir, tmp_path):
+    def cancel_when_running():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            ids = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %j"], capture_output=True,
+                                 text=True).stdout.split("\n")
+            mine = [line.split()[0] for line in ids if "sublim" in line]
+            if mine:
+                time.sleep(2)
+                subprocess.run(["scancel", *mine])
+                return
+            time.sleep(0.5)
+
+    threading.Thread(target=cancel_when_running, daemon=True).start()
+    t0 = time.time()
+    r = sweep(tmp_path, tiny_model_dir, "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+              "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.name=sublim-cancel",
+              "domain.n_prompts=20000", timeout=300)
+    assert r.returncode != 0 and time.time() - t0 < 300
+    assert "died" in r.stderr and "1 cell(s) failed" in r.stderr
