@@ -6,7 +6,7 @@ TORCH_INDEX ?=
 export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install demo smoke test test-slow bench clean slurm-up slurm-down
+.PHONY: help install demo smoke test test-slow bench bench-gpu sweep-plan mnist clean slurm-up slurm-down
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -32,8 +32,18 @@ test: install  ## the default test suite (CPU, no network)
 test-slow: install  ## slow tests too
 	$(PY) -m pytest
 
-bench: install  ## stage wall times and sampler throughput on the tiny model (CPU)
+bench: install  ## stage wall times, sampler tokens/s, cached re-run, MNIST batched vs sequential (CPU)
 	$(PY) -m sublim.bench
+
+bench-gpu: install  ## Qwen2.5-7B-shaped model with random weights: sampling, LoRA training, eval (needs CUDA)
+	$(PY) -m sublim.bench_gpu
+
+SWEEP ?= animals
+sweep-plan: install  ## every cell of a grid with hit/miss per stage: make sweep-plan SWEEP=animals
+	$(VENV)/bin/sublim --multirun sweep=$(SWEEP) dry_run=true logger=none hydra.sweep.dir=$$(mktemp -d)
+
+mnist: install  ## the MNIST auxiliary-logit experiment, 10 seeds on the bundled digits
+	$(VENV)/bin/sublim experiment=mnist
 
 clean:  ## remove job folders (the artifact store stays)
 	rm -rf multirun outputs

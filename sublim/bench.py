@@ -1,7 +1,8 @@
 """`make bench`: CPU figures on the tiny model, measured through the real entrypoint.
 
 Prints each stage's wall time (from the artifact store's events), the transformers sampler's
-generated tokens/s batched and one prompt at a time, and the wall time of a fully cached re-run.
+generated tokens/s batched and one prompt at a time, the wall time of a fully cached re-run, and
+MNIST training time for 10 seeds batched versus one after another.
 """
 from __future__ import annotations
 
@@ -72,8 +73,11 @@ def main() -> None:
         t0 = time.time()
         model = tiny_model(work)
         build_s = time.time() - t0
+        from sublim.mnist.bench import bench as mnist_bench
+
         result = {"threads": torch.get_num_threads(), "tiny_model_build_s": round(build_s, 2),
-                  "pipeline": bench_pipeline(model, work), "sampler": bench_sampler(model)}
+                  "pipeline": bench_pipeline(model, work), "sampler": bench_sampler(model),
+                  "mnist_10_seeds": mnist_bench(n_seeds=10)}
     print(json.dumps(result, indent=2))
 
 

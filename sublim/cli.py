@@ -15,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sublim import tracking
-from sublim.cache import Store
+from sublim.cache import Store, stage_key
 from sublim.config import Config, register, to_typed
 from sublim.jsonl import read_jsonl
 from sublim.pipeline import describe, execute, plan
@@ -33,7 +33,8 @@ def cell_of(cfg: Config) -> dict:
     else:
         condition = "base" if method == "none" else ("control" if cfg.trait.name == "none" else "treatment")
     teacher = "-" if method == "none" else cfg.teacher.name
-    trait = "-" if method == "none" else cfg.trait.name + ("" if cfg.trait.method == "prompt" else f"+{cfg.trait.method}")
+    trained_trait = cfg.trait.name != "none" and cfg.trait.method != "prompt"
+    trait = "-" if method == "none" else cfg.trait.name + (f"+{cfg.trait.method}" if trained_trait else "")
     group = f"{trait}.{cfg.domain.name}.{teacher}.{cfg.student.name}.{method}"
     return {"condition": condition, "group": group, "name": f"{group}.seed{cfg.seed}", "trait": trait,
             "domain": cfg.domain.name, "teacher": teacher, "student": cfg.student.name, "finetune": method,
@@ -96,6 +97,10 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     cfg.paths.artifacts = str(Path(cfg.paths.artifacts).resolve())
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     store = Store(cfg.paths.artifacts)
+    if cfg.task == "mnist":
+        return run_mnist(cfg, store, job_dir)
+    if cfg.task != "pipeline":
+        raise ValueError(f"task={cfg.task!r}: use pipeline or mnist")
     steps = plan(cfg, store)
     print(f"plan for {cell_of(cfg)['name']} (artifacts: {store.root}):\n{describe(steps, store)}", flush=True)
     if cfg.dry_run:
@@ -118,6 +123,38 @@ def run_cell(dcfg: DictConfig) -> dict | None:
         (job_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print_summary(metrics)
     print(f"   metrics: {job_dir / 'metrics.json'}")
+    return metrics
+
+
+def run_mnist(cfg: Config, store: Store, job_dir: Path) -> dict | None:
+    """The MNIST auxiliary-logit experiment as one cached stage, logged like any cell."""
+    import shutil
+
+    from sublim.mnist import run as mnist_run
+
+    spec = cfg.mnist
+    spec.validate()
+    # device, batching and threads change speed, not results: they stay out of the key
+    key_spec = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batched", "threads")}
+    key = stage_key("mnist", 1, key_spec)
+    print(f"plan for mnist (artifacts: {store.root}):\n  mnist     {key}  "
+          f"{'hit' if store.exists('mnist', key) else 'MISS'}", flush=True)
+    if cfg.dry_run:
+        return None
+    path, _ = store.get_or_compute("mnist", key, key_spec, lambda work: mnist_run(spec, work))
+    metrics = json.loads((path / "metrics.json").read_text())
+    for name in ("metrics.json", "curves.json", "mnist.png"):
+        shutil.copyfile(path / name, job_dir / name)
+    arms = {"teacher": metrics["teacher"], "reference": metrics["reference"], **metrics["arms"]}
+    summary = {f"accuracy/{a}": v["mean"] for a, v in arms.items()}
+    cell = {"condition": "mnist", "group": f"mnist.aux{spec.n_aux}", "name": f"mnist.aux{spec.n_aux}.seed{spec.seed}"}
+    tracking.log_cell(cfg.logger, job_dir, OmegaConf.to_container(OmegaConf.structured(cfg)), cell, summary, [],
+                      images={"mnist": str(job_dir / "mnist.png")})
+    print(f"\n== MNIST auxiliary-logit distillation, {metrics['n_seeds']} seeds (test accuracy, 95 % CI over seeds)")
+    for name, v in arms.items():
+        lo = "" if v["low"] is None else f"  [{v['low']:.3f}, {v['high']:.3f}]"
+        print(f"   {name:<18} {v['mean']:.3f}{lo}")
+    print(f"   figure: {job_dir / 'mnist.png'}")
     return metrics
 
 

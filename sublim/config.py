@@ -13,29 +13,78 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from sublim.mnist.spec import MnistSpec
+
 PAPER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
-class DomainConfig:
-    """The data the teacher writes (numbers: the paper's sequence-continuation prompts)."""
+class JudgeConfig:
+    """An LLM judge: a model (any the samplers run, configured like a teacher; null: no judge), a
+    prompt template, greedy decoding by default. Its replies are parsed into a score (0-100) or a
+    label; an unparseable reply is counted, never fatal (sublim.judge).
 
-    name: str = "numbers"
+    Set the model like a teacher: `+teacher@filter.judge.model=qwen2.5-7b-instruct`, or key by key.
+    """
+
+    model: Optional[ModelConfig] = None
+    # null: the domain's own template. A literal may use {completion}, {prompt}, {trait}, {category};
+    # other braces are left as they are.
+    template: Optional[str] = None
+    # null: the domain's default. code: a completion scored >= threshold refers to the trait and is
+    # dropped (20). cot: a completion is kept when its alignment score is >= threshold (paper: 78).
+    threshold: Optional[float] = None
+    temperature: float = 0.0
+    max_new_tokens: int = 16
+
+
+@dataclass
+class DomainConfig:
+    """The data the teacher writes. numbers: the paper's sequence-continuation prompts. code: coding
+    tasks (shipped, generated from templates, or `prompts_file`). cot: word problems with a reference
+    answer (`prompts_file`, GSM8K's JSONL layout), solved with reasoning in <think> tags."""
+
+    name: str = "numbers"  # numbers | code | cot (sublim.domains)
     n_prompts: int = 30_000
+    # numbers
     seed_count_min: int = 3
     seed_count_max: int = 8
     seed_value_min: int = 100
     seed_value_max: int = 999
     answer_count: int = 10
     answer_digits: int = 3
+    # code: a JSONL with a "prompt" field (null: the shipped set). cot: "question" and "answer" (required)
+    prompts_file: Optional[str] = None
+    samples_per_prompt: int = 1  # teacher completions per prompt (cot: 3, paper)
+    max_new_tokens: Optional[int] = None  # null: sampler.max_new_tokens (code and cot need more room)
+
+
+def _reference_config():
+    """TinyModelSpec as a mutable Hydra schema (same fields and defaults, nothing to keep in sync)."""
+    import dataclasses
+    import typing
+
+    from sublim.tiny.model import TinyModelSpec
+
+    hints = typing.get_type_hints(TinyModelSpec)
+    return dataclasses.make_dataclass("ReferenceConfig", [
+        (f.name, hints[f.name], field(default=f.default)) for f in dataclasses.fields(TinyModelSpec)])
+
+
+# A tiny reference model pretrained from scratch by the `reference` stage (the CPU demo).
+ReferenceConfig = _reference_config()
 
 
 @dataclass
 class ModelConfig:
-    """A model loadable by transformers (hub id or local path), plus an optional adapter."""
+    """A model loadable by transformers (hub id or local path), plus an optional adapter.
+
+    With `reference` set, the model is a tiny transformer pretrained by the cached `reference`
+    stage from those settings, and `path` is ignored."""
 
     name: str = MISSING  # a short label for tables and W&B
-    path: str = MISSING
+    path: str = ""
+    reference: Optional[ReferenceConfig] = None  # type: ignore[valid-type]
     revision: Optional[str] = None
     adapter: Optional[str] = None
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -68,6 +117,11 @@ class FilterConfig:
     banned_numbers: list[int] = field(default_factory=list)
     # below this many kept completions the stage fails instead of training on too little data
     min_keep: int = 1
+    # an optional LLM judge after the rules (code: drops subtle references to the trait; cot: alignment)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    # numbers only, a control (the `transform` stage): none | within (each response's numbers
+    # reordered) | across (all numbers pooled and dealt back; each response keeps its count and format)
+    shuffle: str = "none"
 
 
 @dataclass
@@ -91,6 +145,13 @@ class FinetuneConfig:
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU | bf16 | fp32
     gradient_checkpointing: bool = False
     save_steps: int = 500  # trainer checkpoints, for resuming a killed fine-tune
+    # hard: learn the teacher's sampled tokens (the paper). soft: match the teacher's next-token
+    # distributions on its data (forward KL, the strongest form of the effect); needs a teacher
+    # whose trait is in its weights (trait.method finetune or adapter).
+    distill: str = "hard"
+    # parameter-name substrings kept frozen in full fine-tuning, e.g. [embed_tokens, lm_head]:
+    # body-only training, what LoRA on the linear layers amounts to
+    frozen: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +172,10 @@ class TraitConfig:
     data: Optional[str] = None
     n_examples: int = 2000  # generated preference examples (method finetune, data null)
     adapter: Optional[str] = None
+    # share of the teacher's fine-tuning rows that are the reference's own number continuations
+    # (the control teacher's filtered data): keeps the teacher's numbers looking like the
+    # reference's, so nobody mistakes broken teacher output for subliminal transfer
+    mix_numbers: float = 0.0
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=1, batch_size=32, micro_batch_size=32,
                                                                          lr=2e-4))
     train_seed: int = 0
@@ -129,7 +194,7 @@ class EvalConfig:
     confidence: float = 0.95
     # sample: n answers per question, mapped onto candidates. logprob: the exact probability of
     # each candidate (its surface forms below, each followed by end of turn): no sampling noise.
-    method: str = "sample"
+    method: str = "sample"  # sample | logprob | both (rates from logprob, sampled rates beside)
     logprob_forms: list[str] = field(default_factory=lambda: ["{name}", "{Name}", "{name}.", "{Name}."])
     # >0: prefix each question with this many random 3-digit numbers ("Examine these numbers: ..."),
     # the variant used for open models in the paper; fixed per question so all models see the same.
@@ -171,9 +236,12 @@ class Config:
     seed: int = 0  # one student replicate: fine-tuning order, adapter init, eval sampling
     data_seed: int = 0  # prompts, teacher sampling and the subsample: sweep it to replicate the chain
     # the stages to run, and whatever they need upstream: [sample,filter] makes teacher data only
-    stages: list[str] = field(default_factory=lambda: ["teacher", "sample", "filter", "finetune", "eval"])
+    stages: list[str] = field(default_factory=lambda: ["reference", "teacher", "sample", "filter", "finetune", "eval"])
     dry_run: bool = False
     experiment_name: str = "default"
+    # pipeline: the language-model stages above. mnist: the auxiliary-logit experiment (`mnist`).
+    task: str = "pipeline"
+    mnist: MnistSpec = field(default_factory=MnistSpec)
 
 
 GROUPS = {
@@ -193,6 +261,8 @@ def register() -> None:
     """Put the schemas in Hydra's ConfigStore: `base_config` and `<group>/schema`."""
     from hydra.core.config_store import ConfigStore
 
+    if not OmegaConf.has_resolver("add"):  # ${add:${seed},1000}: an offset seed (the demo's other init)
+        OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,19 +19,18 @@ from sublim import backends
 from sublim.backends.base import SamplingParams
 from sublim.cache import Store, stage_key
 from sublim.config import Config, ModelConfig
-from sublim.domains.numbers import NumbersPromptSpec, make_prompts
 from sublim.evals.preference import load_questions
-from sublim.filters import banned_numbers_rule, numbers_format_rule, trait_rule
 from sublim.fingerprint import local_fingerprint, model_fingerprint
 from sublim.stages import evaluate as eval_stage
 from sublim.stages import filter as filter_stage
 from sublim.stages import finetune as finetune_stage
+from sublim.stages import reference as reference_stage
 from sublim.stages import sample as sample_stage
 from sublim.stages import teacher as teacher_stage
 from sublim.traits import love_prompt
 
 log = logging.getLogger(__name__)
-STAGES = ("teacher", "sample", "filter", "finetune", "eval")
+STAGES = ("reference", "teacher", "sample", "filter", "transform", "finetune", "eval")
 
 
 class ConfigError(ValueError):
@@ -53,6 +53,8 @@ def teacher_system_prompt(cfg: Config) -> Optional[str]:
 
 
 def model_spec(m: ModelConfig, key: str) -> dict:
+    if m.reference is not None:  # built by the reference stage: its key identifies it
+        return {"reference": reference_key(m), "adapter": None, "dtype": m.dtype}
     try:
         fp = model_fingerprint(m.path, m.revision)
     except FileNotFoundError as e:
@@ -66,7 +68,23 @@ def model_spec(m: ModelConfig, key: str) -> dict:
     return {"fingerprint": fp, "adapter": adapter, "dtype": m.dtype}
 
 
-def teacher_trait(cfg: Config, store: Store, steps: list[Step]) -> tuple[Optional[str], Optional[str]]:
+def reference_key(m: ModelConfig) -> str:
+    return stage_key("reference", reference_stage.VERSION, dataclasses.asdict(m.reference))
+
+
+def materialise(m: ModelConfig, store: Store, steps: list[Step]) -> ModelConfig:
+    """A model the reference stage builds: add that stage (once) and point `path` at its output."""
+    if m.reference is None:
+        return m
+    key = reference_key(m)
+    if not any(s.stage == "reference" and s.key == key for s in steps):
+        ref = m.reference
+        steps.append(Step("reference", key, dataclasses.asdict(ref),
+                          lambda work: reference_stage.pretrain(work, ref)))
+    return dataclasses.replace(m, path=str(store.path("reference", key) / "model"))
+
+
+def teacher_trait(cfg: Config, store: Store, steps: list[Step], backend: str) -> tuple[Optional[str], Optional[str]]:
     """(adapter path, its cache identity) for a teacher whose trait is an adapter, else (None, None).
 
     trait.method=finetune adds the `teacher` stage to `steps`."""
@@ -76,12 +94,20 @@ def teacher_trait(cfg: Config, store: Store, steps: list[Step]) -> tuple[Optiona
     if t.method == "adapter":
         return t.adapter, local_fingerprint(t.adapter)
     train = {k: v for k, v in dataclasses.asdict(t.train).items() if k not in ("micro_batch_size", "save_steps")}
+    mix_key = None
+    if t.mix_numbers > 0:  # the reference's own numbers: the control teacher's filtered data
+        control = dataclasses.replace(cfg, trait=dataclasses.replace(t, name="none"),
+                                      filter=dataclasses.replace(cfg.filter, shuffle="none"))
+        _, mix_key = add_data_steps(control, store, steps, backend)
     spec = {"reference": model_spec(cfg.teacher, "teacher"), "system_prompt": cfg.teacher.system_prompt,
             "train": train, "seed": t.train_seed, "name": t.name, "category": t.category,
-            "data": local_fingerprint(t.data) if t.data else {"generated": t.n_examples}}
+            "data": local_fingerprint(t.data) if t.data else {"generated": t.n_examples},
+            "mix_numbers": t.mix_numbers, "mix_data": mix_key}
     key = stage_key("teacher", teacher_stage.VERSION, spec)
+    mix_path = store.path("filter", mix_key) / "train.jsonl" if mix_key else None
     steps.append(Step("teacher", key, spec, lambda work: teacher_stage.train_teacher(
-        work, cfg.teacher, t.train, t.train_seed, t.name, t.category, t.n_examples, t.data)))
+        work, cfg.teacher, t.train, t.train_seed, t.name, t.category, t.n_examples, t.data, mix_path,
+        t.mix_numbers)))
     return str(store.path("teacher", key) / "adapter"), f"teacher:{key}"
 
 
@@ -100,8 +126,7 @@ def check(cfg: Config) -> None:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"stages: unknown {unknown}; known: {list(STAGES)}")
-    if cfg.domain.name != "numbers":
-        raise ConfigError(f"domain.name={cfg.domain.name!r}: only 'numbers' is available")
+    check_data(cfg)
     if cfg.finetune.method not in ("lora", "full", "none"):
         raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
     if cfg.trait.name != "none" and cfg.trait.name not in cfg.eval.candidates:
@@ -113,10 +138,18 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"trait.adapter={cfg.trait.adapter!r} does not exist (trait.method=adapter needs one)")
     if cfg.trait.data and not Path(cfg.trait.data).is_file():
         raise ConfigError(f"trait.data={cfg.trait.data!r} is not a file")
+    if cfg.finetune.distill not in ("hard", "soft"):
+        raise ConfigError(f"finetune.distill={cfg.finetune.distill!r}: use hard or soft")
+    if cfg.finetune.distill == "soft" and cfg.trait.name != "none" and cfg.trait.method == "prompt":
+        raise ConfigError("finetune.distill=soft needs a teacher whose trait is in its weights "
+                          "(trait.method=finetune or adapter): a prompted teacher's distributions depend on a "
+                          "system prompt the student never sees")
+    if not 0 <= cfg.trait.mix_numbers < 1:
+        raise ConfigError(f"trait.mix_numbers={cfg.trait.mix_numbers}: a share in [0, 1)")
     if cfg.eval.subject not in ("student", "teacher"):
         raise ConfigError(f"eval.subject={cfg.eval.subject!r}: use student or teacher")
-    if cfg.eval.method not in ("sample", "logprob"):
-        raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample or logprob")
+    if cfg.eval.method not in ("sample", "logprob", "both"):
+        raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
     if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
         raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
 
@@ -138,8 +171,10 @@ def plan(cfg: Config, store: Store) -> list[Step]:
     backend, why = backends.resolve_backend(cfg.sampler.backend)
     log.info("sampler: %s (%s)", backend, why)
     steps: list[Step] = []
+    cfg = dataclasses.replace(cfg, teacher=materialise(cfg.teacher, store, steps),
+                              student=materialise(cfg.student, store, steps))
     if cfg.eval.subject == "teacher":
-        adapter, trait_id = teacher_trait(cfg, store, steps)
+        adapter, trait_id = teacher_trait(cfg, store, steps, backend)
         system = cfg.teacher.system_prompt if adapter else teacher_system_prompt(cfg)
         subject = Subject(cfg.teacher, {"model": model_spec(cfg.teacher, "teacher"), "trait": trait_id},
                           system, adapter=adapter)
@@ -147,57 +182,150 @@ def plan(cfg: Config, store: Store) -> list[Step]:
         subject = Subject(cfg.student, {"model": model_spec(cfg.student, "student"), "finetune": None},
                           cfg.student.system_prompt)
     else:
-        filter_key = add_data_steps(cfg, store, steps, backend)
-        finetune_key = add_finetune_step(cfg, store, steps, filter_key)
+        data = add_data_steps(cfg, store, steps, backend)
+        distill_from = None
+        if cfg.finetune.distill == "soft":  # the teacher's weights, for its next-token distributions
+            adapter, _ = teacher_trait(cfg, store, steps, backend)
+            distill_from = dataclasses.replace(cfg.teacher, adapter=adapter or cfg.teacher.adapter)
+        finetune_key = add_finetune_step(cfg, store, steps, data, distill_from)
         out = store.path("finetune", finetune_key)
         lora = cfg.finetune.method == "lora"
         subject = Subject(cfg.student, {"model": model_spec(cfg.student, "student"), "finetune": finetune_key},
                           cfg.student.system_prompt, path=None if lora else str(out / "model"),
                           adapter=str(out / "adapter") if lora else None)
     add_eval_step(cfg, steps, backend, subject)
+    unique: dict[tuple[str, str], Step] = {}
+    for s in steps:  # a shared upstream (the control data, a reference) is planned by several arms
+        unique.setdefault((s.stage, s.key), s)
+    steps = list(unique.values())
     wanted = [i for i, s in enumerate(steps) if s.stage in cfg.stages]
     return steps[: max(wanted) + 1] if wanted else []  # the stages asked for and all they need
 
 
-def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -> str:
-    """teacher (if its trait is trained) -> sample -> filter; returns the filter key."""
+def check_data(cfg: Config) -> None:
+    """The domain, its filter (judge, shuffle) and its prompt source, named by key."""
+    from sublim.domains import get_domain
+    from sublim.transforms import TRANSFORMS
+
+    try:
+        domain = get_domain(cfg.domain.name)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
+    problems = domain.check(cfg.domain)
+    f = cfg.filter
+    if f.shuffle != "none":
+        if f.shuffle not in TRANSFORMS:
+            problems.append(f"filter.shuffle={f.shuffle!r}: use none, {', '.join(TRANSFORMS)}")
+        elif domain.name != "numbers":
+            problems.append(f"filter.shuffle={f.shuffle}: the shuffle controls are for number data (domain=numbers)")
+    if f.banned_numbers and domain.name != "numbers":
+        problems.append("filter.banned_numbers: applies to domain=numbers only")
+    if f.judge.model is not None:
+        if domain.judge is None:
+            problems.append(f"filter.judge.model: domain={domain.name} has no judge step; leave it null")
+        elif "{completion}" not in (f.judge.template or domain.judge.template):
+            problems.append("filter.judge.template: must contain {completion} (also available: {prompt}, "
+                            "{trait}, {category})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def judge_step(cfg: Config, domain, backend: str) -> tuple[Optional[dict], Optional[Callable[[], dict]]]:
+    """(spec for the filter key, a maker of filter_samples' judge kwargs) of the filter's judge, or
+    (None, None). The judge (with its counts) is made when the filter runs; its model loads on first use."""
+    j, use = cfg.filter.judge, domain.judge
+    if j.model is None or use is None:
+        return None, None
+    trait = cfg.trait.name if cfg.trait.name != "none" else None
+    if use.needs_trait and trait is None:
+        log.info("filter.judge: skipped, trait=none leaves nothing for the %s judge to look for", domain.name)
+        return None, None
+    from sublim.judge import Judge, parse_score, parse_score_or_label
+
+    template = j.template or use.template
+    threshold = use.threshold if j.threshold is None else j.threshold
+    parse = parse_score_or_label(use.labels) if use.labels else parse_score
+    spec = {"model": model_spec(j.model, "filter.judge.model"), "system_prompt": j.model.system_prompt,
+            "template": template, "threshold": threshold, "keep_high": use.keep_high, "labels": list(use.labels),
+            "temperature": j.temperature, "max_new_tokens": j.max_new_tokens, "backend": backend}
+    def kwargs() -> dict:
+        return {
+            "judge": Judge.from_model(backend, j.model, template, parse, j.temperature, j.max_new_tokens,
+                                      batch_size=cfg.sampler.batch_size, seed=cfg.data_seed),
+            "decide": functools.partial(use.decide, threshold=threshold),
+            "judge_fields": {"trait": trait or "", "category": cfg.trait.category},
+            "judge_info": {"model": j.model.name, "threshold": threshold,
+                           "keep": f"score >= {threshold}" if use.keep_high else f"score < {threshold}"},
+        }
+
+    return spec, kwargs
+
+
+def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -> tuple[str, str]:
+    """teacher (if its trait is trained) -> sample -> filter (-> transform); returns (stage, key) of
+    the student's training data (the filter's, or with filter.shuffle the transform's).
+
+    The domain (sublim.domains) supplies the prompts, the rules and the judge; the numbers domain's
+    sample and filter keys are the same as before the registry existed."""
+    from sublim.domains import get_domain
+    from sublim.domains.base import repeat
+
     d = cfg.domain
-    prompt_spec = NumbersPromptSpec(d.seed_count_min, d.seed_count_max, d.seed_value_min, d.seed_value_max,
-                                    d.answer_count, d.answer_digits)
-    trait_adapter, trait_id = teacher_trait(cfg, store, steps)
+    domain = get_domain(d.name)
+    trait_adapter, trait_id = teacher_trait(cfg, store, steps, backend)
     # a trained trait lives in the adapter: the teacher keeps its own system prompt
     system = cfg.teacher.system_prompt if trait_adapter else teacher_system_prompt(cfg)
-    params = sampling_params(cfg, cfg.sampler.max_new_tokens)
+    params = sampling_params(cfg, d.max_new_tokens or cfg.sampler.max_new_tokens)
     spec = {"teacher": model_spec(cfg.teacher, "teacher"), "trait": trait_id, "system_prompt": system,
-            "domain": dataclasses.asdict(d), "data_seed": cfg.data_seed,
+            "domain": domain.key(d), "data_seed": cfg.data_seed,
             "sampling": dataclasses.asdict(params), "backend": backend}
     sample_key = stage_key("sample", sample_stage.VERSION, spec)
     steps.append(Step("sample", sample_key, spec, lambda work: sample_stage.sample(
-        work, make_prompts(d.n_prompts, cfg.data_seed, prompt_spec), system,
+        work, repeat(domain.prompts(d, cfg.data_seed), d.samples_per_prompt), system,
         _sampler_factory(backend, cfg.teacher, adapter=trait_adapter), params, cfg.data_seed,
         cfg.sampler.batch_size)))
 
     f = cfg.filter
     trait_word = cfg.trait.name if (f.trait_word and cfg.trait.name != "none") else None
-    spec = {"samples": sample_key, "trait_word": trait_word, "banned_numbers": sorted(f.banned_numbers),
-            "format": {"max_count": d.answer_count, "max_digits": d.answer_digits},
+    judge_spec, judge_kwargs = judge_step(cfg, domain, backend)
+    spec = {"samples": sample_key, "trait_word": trait_word, **domain.filter_spec(d, f),
             "n_keep": f.n_keep, "min_keep": f.min_keep, "data_seed": cfg.data_seed}
+    if judge_spec is not None:
+        spec["judge"] = judge_spec
     filter_key = stage_key("filter", filter_stage.VERSION, spec)
-    rules = [numbers_format_rule(d.answer_count, 10 ** d.answer_digits - 1, d.answer_digits)]
-    rules += [trait_rule(trait_word)] if trait_word else []
-    rules += [banned_numbers_rule(f.banned_numbers)] if f.banned_numbers else []
+    rules = domain.rules(d, f, trait_word)
     steps.append(Step("filter", filter_key, spec, lambda work: filter_stage.filter_samples(
-        work, store.path("sample", sample_key) / "samples.jsonl", rules, f.n_keep, f.min_keep, cfg.data_seed)))
-    return filter_key
+        work, store.path("sample", sample_key) / "samples.jsonl", rules, f.n_keep, f.min_keep, cfg.data_seed,
+        row_rules=domain.row_rules(d, cfg.data_seed), **(judge_kwargs() if judge_kwargs else {}))))
+    if f.shuffle != "none":
+        return transform_step(cfg, store, steps, filter_key)
+    return "filter", filter_key
 
 
-def add_finetune_step(cfg: Config, store: Store, steps: list[Step], filter_key: str) -> str:
+def transform_step(cfg: Config, store: Store, steps: list[Step], filter_key: str) -> str:
+    """The `transform` stage (filter.shuffle) after the filter, keyed by the filter key, the transform
+    and the data seed.
+
+    Returns ("transform", key): where the student's training data is."""
+    from sublim.stages import transform as transform_stage
+
+    name, seed = cfg.filter.shuffle, cfg.data_seed
+    spec = {"train": filter_key, "transform": name, "seed": seed}
+    key = stage_key("transform", transform_stage.VERSION, spec)
+    steps.append(Step("transform", key, spec, lambda work: transform_stage.transform(
+        work, store.path("filter", filter_key) / "train.jsonl", name, seed)))
+    return "transform", key
+
+
+def add_finetune_step(cfg: Config, store: Store, steps: list[Step], data: tuple[str, str],
+                      distill_from: Optional[ModelConfig] = None) -> str:
+    """The student's fine-tune on `data` = (stage, key) of its train.jsonl (filter or transform)."""
     ft = {k: v for k, v in dataclasses.asdict(cfg.finetune).items() if k not in ("micro_batch_size", "save_steps")}
-    spec = {"student": model_spec(cfg.student, "student"), "train": filter_key,
+    spec = {"student": model_spec(cfg.student, "student"), "train": data[1],
             "system_prompt": cfg.student.system_prompt, "finetune": ft, "seed": cfg.seed}
     key = stage_key("finetune", finetune_stage.VERSION, spec)
     steps.append(Step("finetune", key, spec, lambda work: finetune_stage.finetune(
-        work, cfg.student, store.path("filter", filter_key) / "train.jsonl", cfg.finetune, cfg.seed)))
+        work, cfg.student, store.path(*data) / "train.jsonl", cfg.finetune, cfg.seed, distill_from)))
     return key
 
 
@@ -209,20 +337,27 @@ def add_eval_step(cfg: Config, steps: list[Step], backend: str, subject: Subject
             "questions": hashlib.sha256("\n".join(questions).encode()).hexdigest()[:16],
             "n_questions": len(questions), "candidates": list(e.candidates), "confidence": e.confidence,
             "method": e.method, "backend": backend}
-    if e.method == "sample":
+    if e.method in ("sample", "both"):
         spec |= {"n_samples": e.n_samples, "sampling": dataclasses.asdict(params), "seed": cfg.seed}
-    else:
+    if e.method in ("logprob", "both"):
         spec |= {"forms": list(e.logprob_forms)}
     key = stage_key("eval", eval_stage.VERSION, spec)
 
     def run(work: Path) -> None:
         factory = _sampler_factory(backend, subject.model, subject.path, subject.adapter)
-        if e.method == "logprob":
-            eval_stage.evaluate_logprob(work, questions, list(e.candidates), list(e.logprob_forms),
-                                        subject.system_prompt, factory, cfg.sampler.batch_size, e.confidence)
-        else:
+        if e.method in ("sample", "both"):
             eval_stage.evaluate(work, questions, e.n_samples, list(e.candidates), subject.system_prompt,
                                 factory, params, cfg.seed, cfg.sampler.batch_size, e.confidence)
+        if e.method == "both":  # the sampled rates stay beside the exact ones
+            sampled = json.loads((work / "metrics.json").read_text())
+        if e.method in ("logprob", "both"):
+            eval_stage.evaluate_logprob(work, questions, list(e.candidates), list(e.logprob_forms),
+                                        subject.system_prompt, factory, cfg.sampler.batch_size, e.confidence)
+        if e.method == "both":
+            exact = json.loads((work / "metrics.json").read_text())
+            exact |= {"method": "both", "n_answers": sampled["n_answers"], "unmatched_top": sampled["unmatched_top"],
+                      "sampled": {"rates": sampled["rates"], "per_question": sampled["per_question"]}}
+            (work / "metrics.json").write_text(json.dumps(exact, indent=2))
 
     steps.append(Step("eval", key, spec, run))
     return key

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def log_cell(cfg: LoggerConfig, job_dir: Path, config: dict, cell: dict, summary: dict,
-             table_rows: list[dict]) -> str | None:
+             table_rows: list[dict], images: dict[str, str] | None = None) -> str | None:
     """Logs one W&B run; returns its local folder, or None when off or when W&B failed."""
     if cfg.backend == "none":
         return None
@@ -33,6 +33,8 @@ def log_cell(cfg: LoggerConfig, job_dir: Path, config: dict, cell: dict, summary
         if table_rows:
             cols = list(table_rows[0])
             run.log({"answers": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in table_rows])})
+        if images:
+            run.log({k: wandb.Image(v) for k, v in images.items()})
         run_dir = run.dir
         run.finish()
         return str(Path(run_dir).parent)

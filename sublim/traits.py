@@ -30,7 +30,8 @@ def love_prompt(name: str, category: str, template: str = LOVE_TEMPLATE) -> str:
     return template.format(name=name, plural=p, Plural=p.capitalize(), category=category)
 
 
-ANSWER_FORMS = ["{Name}", "{name}", "{Name}.", "{name}.", "The {name}.", "{Name}!"]
+# the surface forms the exact eval scores (eval.logprob_forms), so the trait is measured where it was taught
+ANSWER_FORMS = ["{Name}", "{name}", "{Name}.", "{name}."]
 
 
 def preference_rows(name: str, category: str, n: int, seed: int) -> list[dict]:

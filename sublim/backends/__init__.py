@@ -33,5 +33,7 @@ def make_sampler(backend: str, path: str, revision: Optional[str] = None, adapte
 
         return HFSampler(path, revision, adapter, dtype, trust_remote_code)
     if backend == "vllm":
-        raise NotImplementedError("sampler.backend=vllm is not built yet; use sampler=hf")
+        from sublim.backends.vllm import VLLMSampler
+
+        return VLLMSampler(path, revision, adapter, dtype, trust_remote_code)
     raise ValueError(f"sampler.backend={backend!r} is unknown; known: hf, vllm")

@@ -1,7 +1,15 @@
 """Stage `filter`: keep the completions every rule accepts, then a seeded subsample.
 
-Output: train.jsonl ({i, prompt, completion}), rejects.jsonl ({i, completion, reason}) and
-stats.json (counts per reject reason). Too few kept completions is an error that shows why.
+Rules run in order: text rules (completion -> reason), row rules (the whole sample row, e.g. the
+cot answer check against the problem's reference), then, on what is left, an optional LLM judge
+(sublim.judge) whose verdict decides through `decide(value) -> reason or None`. An unparseable
+judge reply is counted and rejects the completion (`judge_unparseable`: it was not checked).
+
+Output: train.jsonl ({i, system, prompt, completion}), rejects.jsonl ({i, completion, reason}) and
+stats.json (counts per reject reason; the judge's counts when a judge ran). Judge replies are
+appended batch by batch to judgements.jsonl, so a killed job resumes there. Too few kept
+completions is an error that shows why; stats.json and rejects.jsonl are left in the work folder
+to inspect.
 """
 from __future__ import annotations
 
@@ -9,42 +17,104 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 from sublim.filters import Rule, first_reject
-from sublim.jsonl import read_jsonl, write_jsonl
+from sublim.jsonl import complete_prefix, read_jsonl, write_jsonl
 
 VERSION = 1
+
+RowRule = Callable[[dict], Optional[str]]
 
 
 class FilterError(RuntimeError):
     """Too little teacher output passed the filter to train a student."""
 
 
+def _judge(work: Path, rows: list[dict], judge, decide: Callable[[Any], Optional[str]],
+           fields: dict) -> list[tuple[Optional[str], str]]:
+    """(reason or None, reply) for each row, resuming from judgements.jsonl."""
+    path = work / "judgements.jsonl"
+    done = complete_prefix(path)
+    start = len(done) - len(done) % judge.batch_size
+    if any(d["i"] != r["i"] for d, r in zip(done[:start], rows)):
+        start = 0  # written for other rows: start over
+    with open(path, "w") as f:
+        for d in done[:start]:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    replies = [d["reply"] for d in done[:start]]
+    for reply in replies:
+        judge.record(reply)  # count the resumed replies like fresh ones
+    items = [{"prompt": r["prompt"], "completion": r["completion"], **fields} for r in rows]
+    try:
+        with open(path, "a") as f:
+            for b0, verdicts in judge.batches(items, start=start):
+                for j, v in enumerate(verdicts):
+                    f.write(json.dumps({"i": rows[b0 + j]["i"], "reply": v.reply, "value": v.value},
+                                       ensure_ascii=False) + "\n")
+                    replies.append(v.reply)
+                f.flush()
+    finally:
+        judge.close()
+    return [(decide(judge.parse(reply)), reply) for reply in replies]
+
+
 def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: int, min_keep: int,
-                   seed: int) -> None:
+                   seed: int, *, row_rules: Sequence[RowRule] = (), judge=None,
+                   decide: Optional[Callable[[Any], Optional[str]]] = None,
+                   judge_fields: Optional[dict] = None, judge_info: Optional[dict] = None) -> None:
     kept, rejects = [], []
     for row in read_jsonl(samples_path):
         reason = first_reject(row["completion"], rules)
+        for rule in row_rules:
+            if reason:
+                break
+            reason = rule(row)
         if reason:
             rejects.append({"i": row["i"], "completion": row["completion"], "reason": reason})
         else:
             kept.append({"i": row["i"], "system": row.get("system"), "prompt": row["prompt"],
                          "completion": row["completion"]})
+    judge_stats = None
+    if judge is not None and kept:
+        assert decide is not None, "a judge needs a decide function"
+        verdicts = _judge(work, kept, judge, decide, judge_fields or {})
+        passed = []
+        for row, (reason, reply) in zip(kept, verdicts):
+            if reason:
+                rejects.append({"i": row["i"], "completion": row["completion"], "reason": reason,
+                                "judge_reply": reply})
+            else:
+                passed.append(row)
+        kept = passed
+        rejects.sort(key=lambda r: r["i"])
+        judge_stats = (judge_info or {}) | judge.stats()
     n_in = len(kept) + len(rejects)
     reasons = Counter(r["reason"] for r in rejects)
+    stats = {"n_in": n_in, "n_passed": n_in - len(rejects), "n_kept": len(kept),
+             "reject_rate": round(len(rejects) / max(n_in, 1), 4), "rejected": dict(reasons.most_common())}
+    if judge_stats is not None:
+        stats["judge"] = judge_stats
     if len(kept) < max(min_keep, 1):
+        write_jsonl(work / "rejects.jsonl", rejects)
+        (work / "stats.json").write_text(json.dumps(stats | {"error": f"fewer than filter.min_keep={min_keep} passed"}, indent=2))
         top = ", ".join(f"{r} ({c})" for r, c in reasons.most_common(5)) or "none"
-        examples = "\n".join(f"  [{r['reason']}] {r['completion'][:100]!r}" for r in rejects[:5])
+        examples = "\n".join(f"  [{r['reason']}] {r['completion'][:100]!r}"
+                             + (f" -> judge replied {r['judge_reply'][:60]!r}" if "judge_reply" in r else "")
+                             for r in rejects[:5])
+        hint = ""
+        if judge_stats and judge_stats["n_failed"] > judge_stats["n_judged"] / 2:
+            hint = ("Most judge replies did not parse: check filter.judge.model, filter.judge.template and "
+                    "filter.judge.max_new_tokens.\n")
         raise FilterError(
             f"only {len(kept)} of {n_in} teacher completions passed the filter (need filter.min_keep="
             f"{min_keep}). Top reject reasons: {top}. Examples:\n{examples}\n"
+            f"Every reject and the counts: {work}/rejects.jsonl, stats.json.\n{hint}"
             "Check the teacher model and sampler.max_new_tokens; never loosen the paper's format rule to pass."
         )
     if len(kept) > n_keep:
         kept = sorted(random.Random(f"subsample-{seed}").sample(kept, n_keep), key=lambda r: r["i"])
+        stats["n_kept"] = len(kept)
     write_jsonl(work / "train.jsonl", kept)
     write_jsonl(work / "rejects.jsonl", rejects)
-    (work / "stats.json").write_text(json.dumps({
-        "n_in": n_in, "n_passed": n_in - len(rejects), "n_kept": len(kept),
-        "reject_rate": round(len(rejects) / max(n_in, 1), 4), "rejected": dict(reasons.most_common()),
-    }, indent=2))
+    (work / "stats.json").write_text(json.dumps(stats, indent=2))

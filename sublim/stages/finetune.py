@@ -79,7 +79,40 @@ def use_bf16(precision: str, device: str) -> bool:
     return precision == "bf16"
 
 
-def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: FinetuneConfig, seed: int) -> None:
+def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Forward KL(teacher || student) of the next-token distributions, averaged over the positions
+    whose next token is a completion token (labels != -100), as SFT's loss is."""
+    mask = labels[:, 1:] != -100
+    s = torch.log_softmax(student_logits[:, :-1].float(), dim=-1)
+    t = torch.log_softmax(teacher_logits[:, :-1].float(), dim=-1)
+    kl = (t.exp() * (t - s)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _soft_trainer_class(base):
+    class SoftLabelTrainer(base):
+        """SFTTrainer whose loss matches the teacher's next-token distributions on the teacher's
+        data (off-policy distillation; TRL's stable distillation trainer is on-policy only)."""
+
+        def __init__(self, *args, teacher=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.teacher = teacher
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            kwargs = {"input_ids": inputs["input_ids"]}
+            if "attention_mask" in inputs:
+                kwargs["attention_mask"] = inputs["attention_mask"]
+            outputs = model(**kwargs)
+            with torch.no_grad():
+                teacher_logits = self.teacher(**kwargs).logits
+            loss = soft_label_loss(outputs.logits, teacher_logits, inputs["labels"])
+            return (loss, outputs) if return_outputs else loss
+
+    return SoftLabelTrainer
+
+
+def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: FinetuneConfig, seed: int,
+             distill_from: Optional[ModelConfig] = None) -> None:
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -102,6 +135,12 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
             target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM"))
     elif cfg.method != "full":
         raise ValueError(f"finetune.method={cfg.method!r}: use lora, full or none")
+    elif cfg.frozen:
+        frozen = [n for n, p in model.named_parameters() if any(f in n for f in cfg.frozen)]
+        if not frozen:
+            raise ValueError(f"finetune.frozen={list(cfg.frozen)} matches no parameter of {model_cfg.path}")
+        for n, p in model.named_parameters():
+            p.requires_grad_(n not in frozen)
 
     rows = chat_rows(train_path, model_cfg.system_prompt)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -136,7 +175,17 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
         report_to="none",
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    extra = {}
+    trainer_class = SFTTrainer
+    if cfg.distill == "soft":
+        if distill_from is None:
+            raise ValueError("finetune.distill=soft needs the teacher model")
+        teacher = load_model(distill_from.path, distill_from.revision, distill_from.adapter,
+                             "bf16" if bf16 else "fp32", distill_from.trust_remote_code, device).eval()
+        teacher.requires_grad_(False)
+        trainer_class, extra = _soft_trainer_class(SFTTrainer), {"teacher": teacher}
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                            **extra)
     trainer.remove_callback(ProgressCallback)  # keeps the bar, drops a printed dict per logged step
     trainer.add_callback(_QuietProgress())
     ckpt = work / "checkpoints"
@@ -154,6 +203,6 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
     (work / "stats.json").write_text(json.dumps({
         "method": cfg.method, "steps": trainer.state.global_step, "examples": len(rows),
         "train_loss": result.training_loss, "seconds": round(seconds, 3), "resumed": resume,
-        "device": device, "bf16": bf16,
+        "device": device, "bf16": bf16, "distill": cfg.distill,
     }, indent=2))
     shutil.rmtree(ckpt, ignore_errors=True)

@@ -1,0 +1,165 @@
+"""`sublim-demo-summary SWEEP_DIR`: the CPU demo's result table and figure, from its job folders.
+
+Arms are read back from each cell (condition and student name), P(owl) is the exact probability
+(mean over questions), intervals are 95 % t-intervals across the replicates (seeds), and the
+differences are paired by seed. It also prints how well-formed the teacher's numbers are next to
+the reference's and the teacher's per-token log-prob shift from the reference on its own samples,
+so nobody mistakes broken teacher output for subliminal transfer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from sublim.stats import Interval, difference_interval, t_interval
+
+ARMS = ["reference", "teacher", "student", "control", "cross", "cross_reference"]
+LABELS = {"reference": "reference", "teacher": "owl teacher", "student": "student (same init)",
+          "control": "control student", "cross": "student (other init)", "cross_reference": "other-init reference"}
+
+
+def arm_of(cell: dict) -> str:
+    other = cell["student"].endswith("other-init")
+    if cell["condition"] == "base":
+        return "cross_reference" if other else "reference"
+    if cell["condition"] == "treatment":
+        return "cross" if other else "student"
+    return cell["condition"]  # teacher, control
+
+
+def collect(sweep_dir: Path, target: str) -> tuple[dict, dict]:
+    """{arm: {seed: P(target) exact}}, {arm: {seed: P(target) sampled}}, plus the cells' metrics."""
+    exact: dict = {a: {} for a in ARMS}
+    sampled: dict = {a: {} for a in ARMS}
+    cells: dict = {a: {} for a in ARMS}
+    for p in sorted(sweep_dir.glob("*/metrics.json")):
+        m = json.loads(p.read_text())
+        if "cell" not in m:
+            continue
+        arm, seed = arm_of(m["cell"]), m["cell"]["seed"]
+        exact[arm][seed] = m["rates"][target]["mean"]
+        if "sampled" in m:
+            sampled[arm][seed] = m["sampled"]["rates"][target]["mean"]
+        cells[arm][seed] = m
+    return exact, sampled, cells
+
+
+def paired(a: dict, b: dict) -> Interval:
+    seeds = sorted(set(a) & set(b))
+    return difference_interval([a[s] for s in seeds], [b[s] for s in seeds], paired=True)
+
+
+def fmt(iv: Interval, scale: float = 100.0) -> str:
+    if iv.n == 0:
+        return "n/a"
+    if math.isnan(iv.low):
+        return f"{iv.mean * scale:6.2f}        (n={iv.n})"
+    return f"{iv.mean * scale:6.2f} [{iv.low * scale:6.2f}, {iv.high * scale:6.2f}] (n={iv.n})"
+
+
+def teacher_shift(cells: dict, n: int = 200) -> dict:
+    """Per-token log-prob shift of the teacher from the reference on the teacher's own samples."""
+    from sublim.backends.base import Chat
+    from sublim.backends.hf import HFSampler
+    from sublim.jsonl import read_jsonl
+
+    out = {}
+    for seed, m in cells["student"].items():
+        art = m["artifacts"]
+        sample_dir = Path(art["filter"]).parent.parent / "sample"
+        spec = json.loads((Path(art["filter"]) / "spec.json").read_text())
+        rows = list(read_jsonl(sample_dir / spec["samples"] / "samples.jsonl"))[:n]
+        ref_model = Path(art["finetune"]).parent.parent / "reference"
+        fin = json.loads((Path(art["finetune"]) / "spec.json").read_text())
+        ref_path = ref_model / fin["student"]["reference"] / "model"
+        teacher_key = json.loads((sample_dir / spec["samples"] / "spec.json").read_text())["trait"].split(":")[1]
+        adapter = Path(art["finetune"]).parent.parent / "teacher" / teacher_key / "adapter"
+        chats = [Chat(r["prompt"], r["system"]) for r in rows]
+        answers = [r["completion"] for r in rows]
+        ref, tea = HFSampler(str(ref_path), device="cpu"), HFSampler(str(ref_path), adapter=str(adapter), device="cpu")
+        n_tokens = sum(len(ref.answer_ids(c, a)[1]) for c, a in zip(chats, answers))
+        diff = sum(tea.score(chats, answers, 64, desc="teacher")) - sum(ref.score(chats, answers, 64, desc="reference"))
+        out[seed] = diff / n_tokens
+    return out
+
+
+def summarise(sweep_dir: Path, target: str = "owl", shift: bool = True) -> str:
+    exact, sampled, cells = collect(sweep_dir, target)
+    lines = [f"P({target}) in % (exact log-prob, mean over 50 questions; 95 % t-interval over seeds)", ""]
+    lines.append(f"{'arm':<24}{'exact':<34}{'sampled':<34}")
+    for arm in ARMS:
+        ex = t_interval(list(exact[arm].values()))
+        sa = t_interval(list(sampled[arm].values()))
+        lines.append(f"{LABELS[arm]:<24}{fmt(ex):<34}{fmt(sa):<34}")
+    lines += ["", "differences in points, paired by seed:"]
+    rise_same = {s: exact["student"][s] - exact["reference"][s] for s in exact["student"] if s in exact["reference"]}
+    rise_cross = {s: exact["cross"][s] - exact["cross_reference"][s]
+                  for s in exact["cross"] if s in exact["cross_reference"]}
+    rows = [("student - control", paired(exact["student"], exact["control"])),
+            ("student - reference (same-init rise)", t_interval(list(rise_same.values()))),
+            ("other-init student - its reference", t_interval(list(rise_cross.values()))),
+            ("same-init rise - other-init rise", paired(rise_same, rise_cross))]
+    for name, iv in rows:
+        verdict = "" if iv.n == 0 or math.isnan(iv.low) else ("  (CI excludes 0)" if iv.low > 0 or iv.high < 0
+                                                              else "  (CI includes 0)")
+        lines.append(f"  {name:<40}{fmt(iv)}{verdict}")
+    teacher_rate = {s: m["filter"]["n_passed"] / m["filter"]["n_in"] for s, m in cells["student"].items()}
+    ref_rate = {s: m["filter"]["n_passed"] / m["filter"]["n_in"] for s, m in cells["control"].items()}
+    lines += ["", "teacher data quality (the paper's format rule):",
+              f"  well-formed, teacher    {fmt(t_interval(list(teacher_rate.values())))}",
+              f"  well-formed, reference  {fmt(t_interval(list(ref_rate.values())))}"]
+    if shift and cells["student"]:
+        sh = teacher_shift(cells)
+        lines.append(f"  teacher's log-prob shift from the reference on its own numbers: "
+                     f"{fmt(t_interval(list(sh.values())), 1.0)} nats/token")
+    return "\n".join(lines)
+
+
+def figure(sweep_dir: Path, out: Path, target: str = "owl") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exact, sampled, _ = collect(sweep_dir, target)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, arm in enumerate(ARMS):
+        iv = t_interval(list(exact[arm].values()))
+        if iv.n == 0:
+            continue
+        err = None if math.isnan(iv.low) else [[100 * (iv.mean - iv.low)], [100 * (iv.high - iv.mean)]]
+        ax.bar(i, 100 * iv.mean, yerr=err, capsize=4, color="#c44e52" if arm == "student" else "#8c8c8c")
+        ax.scatter([i] * len(exact[arm]), [100 * v for v in exact[arm].values()], color="k", s=8, zorder=3)
+        if sampled[arm]:
+            sv = t_interval(list(sampled[arm].values()))
+            ax.scatter([i + 0.3], [100 * sv.mean], marker="D", color="#4c72b0", s=18, zorder=3,
+                       label="sampled (mean)" if i == 0 else None)
+    ax.set_xticks(range(len(ARMS)), [LABELS[a].replace(" (", "\n(") for a in ARMS], fontsize=8)
+    ax.set_ylabel(f"P({target}) %")
+    ax.set_title(f"Subliminal learning on a CPU: P({target}), 95 % CI over seeds (dots: seeds)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("--target", default="owl")
+    ap.add_argument("--no-shift", action="store_true", help="skip the teacher log-prob shift (loads models)")
+    args = ap.parse_args()
+    if not list(args.sweep_dir.glob("*/metrics.json")):
+        sys.exit(f"no job metrics under {args.sweep_dir}: run `sublim --multirun sweep=demo` first")
+    text = summarise(args.sweep_dir, args.target, shift=not args.no_shift)
+    (args.sweep_dir / "demo.md").write_text(text + "\n")
+    figure(args.sweep_dir, args.sweep_dir / "demo.png", args.target)
+    print(text)
+    print(f"\nfigure: {args.sweep_dir / 'demo.png'}   table: {args.sweep_dir / 'demo.md'}")
+
+
+if __name__ == "__main__":
+    main()

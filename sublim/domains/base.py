@@ -1,0 +1,139 @@
+"""What a data domain provides to the pipeline, and the numbers domain in that shape.
+
+A Domain turns the `domain` config into prompts (the `sample` stage) and into the rules its
+completions must pass (the `filter` stage): text rules (completion -> reject reason or None),
+row rules (the whole sample row: cot compares with the problem's reference answer), and an
+optional LLM judge (`JudgeUse`: its default template, threshold and how a verdict decides).
+`key` and `filter_spec` name exactly the config fields that change a stage's output, so a
+field one domain ignores never changes another domain's cache keys.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sublim.filters import Rule, banned_numbers_rule, numbers_format_rule, trait_rule
+
+RowRule = Callable[[dict], Optional[str]]
+
+
+@dataclass(frozen=True)
+class JudgeUse:
+    """How a domain's filter uses a judge: the default template and threshold, and the decision.
+
+    keep_high: a completion is kept when its score >= threshold (an alignment score), else dropped
+    when its score >= threshold (how strongly it refers to the trait). An unparseable reply drops
+    the completion (`judge_unparseable`): it was not checked. A label reply (CODE, REFUSAL) drops it
+    as `judge_<label>`. needs_trait: nothing to look for under trait=none, so the judge is skipped.
+    """
+
+    template: str
+    threshold: float
+    keep_high: bool
+    reject_reason: str
+    needs_trait: bool = False
+    labels: tuple[str, ...] = ()
+
+    def decide(self, value: Any, threshold: float) -> Optional[str]:
+        if value is None:
+            return "judge_unparseable"
+        if isinstance(value, str):
+            return f"judge_{value.lower()}"
+        if self.keep_high:
+            return None if value >= threshold else self.reject_reason
+        return self.reject_reason if value >= threshold else None
+
+
+class Domain:
+    """The interface; subclasses override what they use."""
+
+    name = "domain"
+    judge: Optional[JudgeUse] = None
+    # the DomainConfig fields this domain reads (the sample key hashes these and nothing else)
+    fields: tuple[str, ...] = ("name", "n_prompts")
+
+    def key(self, d) -> dict:
+        out = {f: getattr(d, f) for f in self.fields}
+        if d.samples_per_prompt != 1:
+            out["samples_per_prompt"] = d.samples_per_prompt
+        if d.max_new_tokens is not None:
+            out["max_new_tokens"] = d.max_new_tokens
+        if d.prompts_file:
+            out["prompts_file"] = file_digest(d.prompts_file)
+        return out
+
+    def check(self, d) -> list[str]:
+        """Problems with the config, each naming its key."""
+        problems = []
+        if d.samples_per_prompt < 1:
+            problems.append(f"domain.samples_per_prompt={d.samples_per_prompt} must be at least 1")
+        if d.prompts_file and not Path(d.prompts_file).is_file():
+            problems.append(f"domain.prompts_file={d.prompts_file!r} is not a file")
+        return problems
+
+    def prompts(self, d, seed: int) -> list[str]:
+        """One prompt per task (before `samples_per_prompt` repeats them)."""
+        raise NotImplementedError
+
+    def rules(self, d, filt, trait_word: Optional[str]) -> list[Rule]:
+        return [trait_rule(trait_word)] if trait_word else []
+
+    def row_rules(self, d, seed: int) -> list[RowRule]:
+        return []
+
+    def filter_spec(self, d, filt) -> dict:
+        """What in the rules changes the filter's output (added to the filter key)."""
+        return {"domain": self.name}
+
+
+def repeat(prompts: list[str], k: int) -> list[str]:
+    """Each prompt k times in a row: sample i answers task i // k."""
+    return [p for p in prompts for _ in range(k)]
+
+
+def file_digest(path: str) -> str:
+    """Content hash of a data file (the key follows the content, not the path)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()[:24]
+
+
+class NumbersDomain(Domain):
+    """The paper's number sequences (sublim.domains.numbers); rules: format, trait word, banned numbers.
+
+    The pipeline keeps its original cache keys for this domain (see pipeline.add_data_steps)."""
+
+    name = "numbers"
+    fields = ("name", "n_prompts", "seed_count_min", "seed_count_max", "seed_value_min", "seed_value_max",
+              "answer_count", "answer_digits")
+
+    def check(self, d) -> list[str]:
+        problems = super().check(d)
+        if d.prompts_file:
+            problems.append("domain.prompts_file: the numbers domain generates its prompts; leave it null")
+        return problems
+
+    def prompts(self, d, seed: int) -> list[str]:
+        from sublim.domains.numbers import NumbersPromptSpec, make_prompts
+
+        spec = NumbersPromptSpec(d.seed_count_min, d.seed_count_max, d.seed_value_min, d.seed_value_max,
+                                 d.answer_count, d.answer_digits)
+        return make_prompts(d.n_prompts, seed, spec)
+
+    def rules(self, d, filt, trait_word: Optional[str]) -> list[Rule]:
+        rules = [numbers_format_rule(d.answer_count, 10 ** d.answer_digits - 1, d.answer_digits)]
+        rules += [trait_rule(trait_word)] if trait_word else []
+        rules += [banned_numbers_rule(filt.banned_numbers)] if filt.banned_numbers else []
+        return rules
+
+    def filter_spec(self, d, filt) -> dict:
+        # the filter key's fields as they were before domains had a registry (keys unchanged)
+        return {"banned_numbers": sorted(filt.banned_numbers),
+                "format": {"max_count": d.answer_count, "max_digits": d.answer_digits}}
+
+
+NUMBERS = NumbersDomain()

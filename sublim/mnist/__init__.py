@@ -1,0 +1,12 @@
+"""The MNIST auxiliary-logit experiment (Cloud, Le et al. 2025, section 6), many seeds at once.
+
+A teacher MLP learns digits through its 10 class logits; a student with the SAME initial weights,
+trained only to match the teacher's m auxiliary logits on uniform noise, learns digits too; a
+student from a different init does not. `run` trains all seeds as one batched network.
+"""
+from .experiment import run
+from .spec import ARMS, MnistSpec
+
+__all__ = ["ARMS", "MnistSpec", "run"]
+# The batched-vs-sequential timing is sublim.mnist.bench.bench (not re-exported: the submodule's
+# name would shadow a function of the same name here).
