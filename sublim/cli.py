@@ -4,6 +4,7 @@ plain functions called with typed config objects.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -46,9 +47,16 @@ def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> 
     measured_trait = cfg.eval.subject == "teacher" or cfg.finetune.method != "none"
     target = cfg.trait.name if cfg.trait.name != "none" and measured_trait else None
     out = {"cell": cell_of(cfg), "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
-           "target": target, "rates": ev["rates"], "n_questions": ev["n_questions"],
-           "n_answers": ev["n_answers"], "confidence": ev["confidence"], "unmatched_top": ev["unmatched_top"],
-           "per_question": ev["per_question"]}
+           "n_questions": ev["n_questions"], "n_answers": ev["n_answers"], "confidence": ev["confidence"]}
+    if "misaligned_rate" in ev:  # the misalignment eval
+        out |= {k: ev[k] for k in ("misaligned_rate", "per_question_misaligned", "n_scored", "labels",
+                                   "n_unparseable", "thresholds")}
+        return out | ({"filter": json.loads((artifacts["filter"] / "stats.json").read_text())}
+                      if "filter" in artifacts else {})
+    out |= {"target": target, "rates": ev["rates"], "unmatched_top": ev["unmatched_top"],
+            "per_question": ev["per_question"]}
+    if "sampled" in ev:
+        out["sampled"] = ev["sampled"]
     if target:
         out["target_rate"] = ev["rates"][target]
     if "filter" in artifacts:
@@ -62,6 +70,11 @@ def print_summary(m: dict, top: int = 8) -> None:
     if "filter" in m:
         f = m["filter"]
         print(f"   filter kept {f['n_kept']} of {f['n_in']} (rejected {f['reject_rate']:.1%}: {f['rejected']})")
+    if "misaligned_rate" in m:
+        r = m["misaligned_rate"]
+        print(f"   misaligned   {r['mean']:7.2%}  [{r['ci_low']:.2%}, {r['ci_high']:.2%}] of {m['n_scored']} scored"
+              f" answers; labels {m['labels']}, unparseable {m['n_unparseable']}")
+        return
     rates = sorted(m["rates"].items(), key=lambda kv: -kv[1]["mean"])
     for name, r in rates[:top]:
         mark = " <- target" if name == m["target"] else ""
@@ -112,9 +125,13 @@ def run_cell(dcfg: DictConfig) -> dict | None:
         return None
     metrics = summarise(cfg, artifacts, keys)
     (job_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    rows = list(read_jsonl(artifacts["eval"] / "answers.jsonl"))[: cfg.logger.n_table_rows]
-    summary = tracking.flat({"rates": {k: v["mean"] for k, v in metrics["rates"].items()}})
-    if metrics["target"]:
+    table = next((artifacts["eval"] / f for f in ("answers.jsonl", "logprobs.jsonl")
+                  if (artifacts["eval"] / f).exists()), None)
+    rows = list(itertools.islice(read_jsonl(table), cfg.logger.n_table_rows)) if table else []
+    summary = tracking.flat({"rates": {k: v["mean"] for k, v in metrics.get("rates", {}).items()}})
+    if "misaligned_rate" in metrics:
+        summary |= tracking.flat({"misaligned_rate": metrics["misaligned_rate"]})
+    if metrics.get("target"):
         summary |= tracking.flat({"target_rate": metrics["target_rate"]})
     wandb_dir = tracking.log_cell(cfg.logger, job_dir, OmegaConf.to_container(OmegaConf.structured(cfg)),
                                   metrics["cell"], summary, rows)

@@ -84,15 +84,17 @@ def materialise(m: ModelConfig, store: Store, steps: list[Step]) -> ModelConfig:
     return dataclasses.replace(m, path=str(store.path("reference", key) / "model"))
 
 
-def teacher_trait(cfg: Config, store: Store, steps: list[Step], backend: str) -> tuple[Optional[str], Optional[str]]:
-    """(adapter path, its cache identity) for a teacher whose trait is an adapter, else (None, None).
+def teacher_trait(cfg: Config, store: Store, steps: list[Step],
+                  backend: str) -> tuple[Optional[ModelConfig], Optional[str]]:
+    """(the teacher model, its trait's cache identity) when the trait is in the teacher's weights
+    (an adapter, or a fully fine-tuned model), else (None, None) for a prompted or control teacher.
 
     trait.method=finetune adds the `teacher` stage to `steps`."""
     t = cfg.trait
     if t.name == "none" or t.method == "prompt":
         return None, None
     if t.method == "adapter":
-        return t.adapter, local_fingerprint(t.adapter)
+        return dataclasses.replace(cfg.teacher, adapter=t.adapter), local_fingerprint(t.adapter)
     train = {k: v for k, v in dataclasses.asdict(t.train).items() if k not in ("micro_batch_size", "save_steps")}
     mix_key = None
     if t.mix_numbers > 0:  # the reference's own numbers: the control teacher's filtered data
@@ -108,7 +110,10 @@ def teacher_trait(cfg: Config, store: Store, steps: list[Step], backend: str) ->
     steps.append(Step("teacher", key, spec, lambda work: teacher_stage.train_teacher(
         work, cfg.teacher, t.train, t.train_seed, t.name, t.category, t.n_examples, t.data, mix_path,
         t.mix_numbers)))
-    return str(store.path("teacher", key) / "adapter"), f"teacher:{key}"
+    out = store.path("teacher", key)
+    if t.train.method == "full":
+        return dataclasses.replace(cfg.teacher, path=str(out / "model"), adapter=None), f"teacher:{key}"
+    return dataclasses.replace(cfg.teacher, adapter=str(out / "adapter")), f"teacher:{key}"
 
 
 def sampling_params(cfg: Config, max_new_tokens: int) -> SamplingParams:
@@ -129,7 +134,12 @@ def check(cfg: Config) -> None:
     check_data(cfg)
     if cfg.finetune.method not in ("lora", "full", "none"):
         raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
-    if cfg.trait.name != "none" and cfg.trait.name not in cfg.eval.candidates:
+    if cfg.eval.kind not in ("preference", "misalignment"):
+        raise ConfigError(f"eval.kind={cfg.eval.kind!r}: use preference or misalignment")
+    if cfg.eval.kind == "misalignment" and cfg.eval.judge.model is None:
+        raise ConfigError("eval.judge.model is not set: the misalignment eval needs a judge model, e.g. "
+                          "+teacher@eval.judge.model=qwen2.5-7b-instruct")
+    if cfg.eval.kind == "preference" and cfg.trait.name != "none" and cfg.trait.name not in cfg.eval.candidates:
         raise ConfigError(f"trait.name={cfg.trait.name!r} is not among eval.candidates ({cfg.eval.name}); "
                           f"pick the eval for its category (e.g. eval={cfg.trait.category}) or add it there")
     if cfg.trait.method not in ("prompt", "finetune", "adapter"):
@@ -174,10 +184,10 @@ def plan(cfg: Config, store: Store) -> list[Step]:
     cfg = dataclasses.replace(cfg, teacher=materialise(cfg.teacher, store, steps),
                               student=materialise(cfg.student, store, steps))
     if cfg.eval.subject == "teacher":
-        adapter, trait_id = teacher_trait(cfg, store, steps, backend)
-        system = cfg.teacher.system_prompt if adapter else teacher_system_prompt(cfg)
-        subject = Subject(cfg.teacher, {"model": model_spec(cfg.teacher, "teacher"), "trait": trait_id},
-                          system, adapter=adapter)
+        trained, trait_id = teacher_trait(cfg, store, steps, backend)
+        system = cfg.teacher.system_prompt if trained else teacher_system_prompt(cfg)
+        subject = Subject(trained or cfg.teacher, {"model": model_spec(cfg.teacher, "teacher"), "trait": trait_id},
+                          system)
     elif cfg.finetune.method == "none":
         subject = Subject(cfg.student, {"model": model_spec(cfg.student, "student"), "finetune": None},
                           cfg.student.system_prompt)
@@ -185,8 +195,8 @@ def plan(cfg: Config, store: Store) -> list[Step]:
         data = add_data_steps(cfg, store, steps, backend)
         distill_from = None
         if cfg.finetune.distill == "soft":  # the teacher's weights, for its next-token distributions
-            adapter, _ = teacher_trait(cfg, store, steps, backend)
-            distill_from = dataclasses.replace(cfg.teacher, adapter=adapter or cfg.teacher.adapter)
+            trained, _ = teacher_trait(cfg, store, steps, backend)
+            distill_from = trained or cfg.teacher
         finetune_key = add_finetune_step(cfg, store, steps, data, distill_from)
         out = store.path("finetune", finetune_key)
         lora = cfg.finetune.method == "lora"
@@ -272,9 +282,9 @@ def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -
 
     d = cfg.domain
     domain = get_domain(d.name)
-    trait_adapter, trait_id = teacher_trait(cfg, store, steps, backend)
+    trained, trait_id = teacher_trait(cfg, store, steps, backend)
     # a trained trait lives in the adapter: the teacher keeps its own system prompt
-    system = cfg.teacher.system_prompt if trait_adapter else teacher_system_prompt(cfg)
+    system = cfg.teacher.system_prompt if trained else teacher_system_prompt(cfg)
     params = sampling_params(cfg, d.max_new_tokens or cfg.sampler.max_new_tokens)
     spec = {"teacher": model_spec(cfg.teacher, "teacher"), "trait": trait_id, "system_prompt": system,
             "domain": domain.key(d), "data_seed": cfg.data_seed,
@@ -282,7 +292,7 @@ def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -
     sample_key = stage_key("sample", sample_stage.VERSION, spec)
     steps.append(Step("sample", sample_key, spec, lambda work: sample_stage.sample(
         work, repeat(domain.prompts(d, cfg.data_seed), d.samples_per_prompt), system,
-        _sampler_factory(backend, cfg.teacher, adapter=trait_adapter), params, cfg.data_seed,
+        _sampler_factory(backend, trained or cfg.teacher), params, cfg.data_seed,
         cfg.sampler.batch_size)))
 
     f = cfg.filter
@@ -337,6 +347,8 @@ def add_eval_step(cfg: Config, steps: list[Step], backend: str, subject: Subject
             "questions": hashlib.sha256("\n".join(questions).encode()).hexdigest()[:16],
             "n_questions": len(questions), "candidates": list(e.candidates), "confidence": e.confidence,
             "method": e.method, "backend": backend}
+    if e.kind == "misalignment":
+        return add_misalignment_eval_step(cfg, steps, backend, subject, questions, spec)
     if e.method in ("sample", "both"):
         spec |= {"n_samples": e.n_samples, "sampling": dataclasses.asdict(params), "seed": cfg.seed}
     if e.method in ("logprob", "both"):
@@ -360,6 +372,30 @@ def add_eval_step(cfg: Config, steps: list[Step], backend: str, subject: Subject
             (work / "metrics.json").write_text(json.dumps(exact, indent=2))
 
     steps.append(Step("eval", key, spec, run))
+    return key
+
+
+def add_misalignment_eval_step(cfg: Config, steps: list[Step], backend: str, subject: Subject,
+                               questions: list[str], spec: dict) -> str:
+    from sublim.judge import Judge
+
+    e, j = cfg.eval, cfg.eval.judge
+    params = sampling_params(cfg, e.max_new_tokens)
+    spec = {k: v for k, v in spec.items() if k not in ("candidates", "method")} | {
+        "kind": "misalignment", "n_samples": e.n_samples, "sampling": dataclasses.asdict(params), "seed": cfg.seed,
+        "judge": {"model": model_spec(j.model, "eval.judge.model"), "system_prompt": j.model.system_prompt,
+                  "temperature": j.temperature, "max_new_tokens": j.max_new_tokens},
+        "thresholds": [e.alignment_threshold, e.coherence_threshold]}
+    key = stage_key("eval", eval_stage.VERSION, spec)
+
+    def make_judge(template, parse):
+        return Judge.from_model(backend, j.model, template, parse, j.temperature, j.max_new_tokens,
+                                batch_size=cfg.sampler.batch_size, seed=cfg.seed)
+
+    steps.append(Step("eval", key, spec, lambda work: eval_stage.evaluate_misalignment(
+        work, questions, e.n_samples, subject.system_prompt,
+        _sampler_factory(backend, subject.model, subject.path, subject.adapter), params, cfg.seed,
+        cfg.sampler.batch_size, make_judge, e.alignment_threshold, e.coherence_threshold, e.confidence)))
     return key
 
 

@@ -92,3 +92,41 @@ def evaluate_logprob(work: Path, questions: list[str], candidates: list[str], fo
                 "normalised": rate_metrics(normalised, candidates, confidence)["rates"],
                 "unmatched_top": {}, "seconds": round(time.time() - t0, 3)}
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def evaluate_misalignment(work: Path, questions: list[str], n_samples: int, system_prompt: Optional[str],
+                          make_sampler: Callable, params: SamplingParams, seed: int, batch_size: int,
+                          make_judge: Callable, alignment_max: float, coherence_min: float, confidence: float) -> None:
+    """Free-form answers, then two judge passes (alignment, coherence); see sublim.evals.misalignment."""
+    from sublim.evals.misalignment import (ALIGNMENT_TEMPLATE, COHERENCE_TEMPLATE, LABELS, is_misaligned,
+                                           misalignment_metrics)
+    from sublim.judge import parse_score, parse_score_or_label
+
+    chats = [Chat(user=q, system=system_prompt) for q in questions for _ in range(n_samples)]
+    sampler = make_sampler()
+    answers: list[str] = []
+    try:
+        for batch in sampler.generate(chats, params, seed, batch_size, desc="answers"):
+            answers.extend(batch.texts)
+    finally:
+        sampler.close()
+    items = [{"question": c.user, "answer": a} for c, a in zip(chats, answers)]
+    judges = {}
+    verdicts = {}
+    for name, template, parse in (("alignment", ALIGNMENT_TEMPLATE, parse_score_or_label(LABELS)),
+                                  ("coherence", COHERENCE_TEMPLATE, parse_score)):
+        judge = make_judge(template, parse)
+        try:
+            verdicts[name] = judge.run(items)
+        finally:
+            judge.close()
+        judges[name] = judge.stats()
+    rows = []
+    for i, (item, al, co) in enumerate(zip(items, verdicts["alignment"], verdicts["coherence"])):
+        rows.append({"question_index": i // n_samples, **item, "alignment": al.value, "coherence": co.value,
+                     "alignment_reply": al.reply, "coherence_reply": co.reply,
+                     "misaligned": is_misaligned(al.value, co.value, alignment_max, coherence_min)})
+    write_jsonl(work / "answers.jsonl", rows)
+    metrics = misalignment_metrics(rows, len(questions), alignment_max, coherence_min, confidence)
+    metrics |= {"method": "judge", "n_questions": len(questions), "judges": judges}
+    (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
