@@ -44,7 +44,7 @@ def bench_pipeline(model: Path, work: Path) -> dict:
     return {"first_run_s": round(first, 2), "stage_s": stages, "cached_rerun_s": round(cached, 2)}
 
 
-def bench_sampler(model: Path, n_prompts: int = 64, max_new_tokens: int = 48) -> dict:
+def bench_sampler(model: Path, n_prompts: int = 512, max_new_tokens: int = 48) -> dict:
     from sublim.backends.base import Chat, SamplingParams
     from sublim.backends.hf import HFSampler
     from sublim.domains.numbers import make_prompts
@@ -53,7 +53,7 @@ def bench_sampler(model: Path, n_prompts: int = 64, max_new_tokens: int = 48) ->
     chats = [Chat(p) for p in make_prompts(n_prompts, seed=99)]
     params = SamplingParams(max_new_tokens=max_new_tokens)
     out = {}
-    for label, bs, chunk in (("batched_64", 64, chats), ("one_at_a_time", 1, chats[:16])):
+    for label, bs, chunk in (("batched_64", 64, chats), ("batched_256", 256, chats), ("one_at_a_time", 1, chats[:32])):
         t0, tokens = time.time(), 0
         for b in sampler.generate(chunk, params, seed=0, batch_size=bs, desc=label):
             tokens += b.n_tokens
