@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from sublim import backends
 from sublim.backends.base import SamplingParams
 from sublim.cache import Store, stage_key
+from sublim.checks import ConfigError, check  # noqa: F401  (ConfigError is part of this module's API)
 from sublim.config import Config, ModelConfig
 from sublim.evals.preference import load_questions
 from sublim.fingerprint import local_fingerprint, model_fingerprint
@@ -31,10 +32,6 @@ from sublim.traits import love_prompt
 
 log = logging.getLogger(__name__)
 STAGES = ("reference", "teacher", "sample", "filter", "transform", "finetune", "eval")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
 
 
 @dataclass
@@ -126,44 +123,6 @@ def _sampler_factory(backend: str, m: ModelConfig, path: Optional[str] = None, a
                              adapter if adapter is not None else m.adapter, m.dtype, m.trust_remote_code)
 
 
-def check(cfg: Config) -> None:
-    """Values the schema cannot check, named by key."""
-    unknown = [s for s in cfg.stages if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"stages: unknown {unknown}; known: {list(STAGES)}")
-    check_data(cfg)
-    if cfg.finetune.method not in ("lora", "full", "none"):
-        raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
-    if cfg.eval.kind not in ("preference", "misalignment"):
-        raise ConfigError(f"eval.kind={cfg.eval.kind!r}: use preference or misalignment")
-    if cfg.eval.kind == "misalignment" and cfg.eval.judge.model is None:
-        raise ConfigError("eval.judge.model is not set: the misalignment eval needs a judge model, e.g. "
-                          "+teacher@eval.judge.model=qwen2.5-7b-instruct")
-    if cfg.eval.kind == "preference" and cfg.trait.name != "none" and cfg.trait.name not in cfg.eval.candidates:
-        raise ConfigError(f"trait.name={cfg.trait.name!r} is not among eval.candidates ({cfg.eval.name}); "
-                          f"pick the eval for its category (e.g. eval={cfg.trait.category}) or add it there")
-    if cfg.trait.method not in ("prompt", "finetune", "adapter"):
-        raise ConfigError(f"trait.method={cfg.trait.method!r}: use prompt, finetune or adapter")
-    if cfg.trait.method == "adapter" and not (cfg.trait.adapter and Path(cfg.trait.adapter).exists()):
-        raise ConfigError(f"trait.adapter={cfg.trait.adapter!r} does not exist (trait.method=adapter needs one)")
-    if cfg.trait.data and not Path(cfg.trait.data).is_file():
-        raise ConfigError(f"trait.data={cfg.trait.data!r} is not a file")
-    if cfg.finetune.distill not in ("hard", "soft"):
-        raise ConfigError(f"finetune.distill={cfg.finetune.distill!r}: use hard or soft")
-    if cfg.finetune.distill == "soft" and cfg.trait.name != "none" and cfg.trait.method == "prompt":
-        raise ConfigError("finetune.distill=soft needs a teacher whose trait is in its weights "
-                          "(trait.method=finetune or adapter): a prompted teacher's distributions depend on a "
-                          "system prompt the student never sees")
-    if not 0 <= cfg.trait.mix_numbers < 1:
-        raise ConfigError(f"trait.mix_numbers={cfg.trait.mix_numbers}: a share in [0, 1)")
-    if cfg.eval.subject not in ("student", "teacher"):
-        raise ConfigError(f"eval.subject={cfg.eval.subject!r}: use student or teacher")
-    if cfg.eval.method not in ("sample", "logprob", "both"):
-        raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
-    if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
-        raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
-
-
 @dataclass
 class Subject:
     """The model an eval measures: a config, where its weights are, and what identifies them."""
@@ -210,34 +169,6 @@ def plan(cfg: Config, store: Store) -> list[Step]:
     steps = list(unique.values())
     wanted = [i for i, s in enumerate(steps) if s.stage in cfg.stages]
     return steps[: max(wanted) + 1] if wanted else []  # the stages asked for and all they need
-
-
-def check_data(cfg: Config) -> None:
-    """The domain, its filter (judge, shuffle) and its prompt source, named by key."""
-    from sublim.domains import get_domain
-    from sublim.transforms import TRANSFORMS
-
-    try:
-        domain = get_domain(cfg.domain.name)
-    except KeyError as e:
-        raise ConfigError(e.args[0]) from None
-    problems = domain.check(cfg.domain)
-    f = cfg.filter
-    if f.shuffle != "none":
-        if f.shuffle not in TRANSFORMS:
-            problems.append(f"filter.shuffle={f.shuffle!r}: use none, {', '.join(TRANSFORMS)}")
-        elif domain.name != "numbers":
-            problems.append(f"filter.shuffle={f.shuffle}: the shuffle controls are for number data (domain=numbers)")
-    if f.banned_numbers and domain.name != "numbers":
-        problems.append("filter.banned_numbers: applies to domain=numbers only")
-    if f.judge.model is not None:
-        if domain.judge is None:
-            problems.append(f"filter.judge.model: domain={domain.name} has no judge step; leave it null")
-        elif "{completion}" not in (f.judge.template or domain.judge.template):
-            problems.append("filter.judge.template: must contain {completion} (also available: {prompt}, "
-                            "{trait}, {category})")
-    if problems:
-        raise ConfigError("; ".join(problems))
 
 
 def judge_step(cfg: Config, domain, backend: str) -> tuple[Optional[dict], Optional[Callable[[], dict]]]:

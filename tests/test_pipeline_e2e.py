@@ -128,7 +128,7 @@ def test_dry_run_prints_the_plan_without_running(first_run, tiny_model_dir):
 
 def test_a_killed_job_leaves_no_half_artifact_and_a_rerun_completes(tiny_model_dir, tmp_path):
     args = [SUBLIM, "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", f"paths.artifacts={tmp_path / 'a'}",
-            "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "finetune.epochs=6"]
+            "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "finetune.epochs=20", "finetune.save_steps=5"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
     store = Store(tmp_path / "a")
@@ -136,7 +136,11 @@ def test_a_killed_job_leaves_no_half_artifact_and_a_rerun_completes(tiny_model_d
     while not any(e["stage"] == "finetune" and e["event"] == "start" for e in store.events()):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
-    time.sleep(3)  # inside the training loop
+    work = tmp_path / "a" / "finetune" / ".work"
+    while not list(work.glob("*/checkpoints/checkpoint-*/trainer_state.json")):  # a checkpoint is written
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    time.sleep(1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not list((tmp_path / "a" / "finetune").glob("[0-9a-f]*"))  # nothing published
@@ -145,3 +149,14 @@ def test_a_killed_job_leaves_no_half_artifact_and_a_rerun_completes(tiny_model_d
     assert r.returncode == 0, r.stderr[-2000:]
     done = [e["stage"] for e in store.events() if e["event"] == "done"]
     assert done.count("sample") == 1 and done.count("finetune") == 1 and "eval" in done
+    stats = json.loads(next((tmp_path / "a" / "finetune").glob("[0-9a-f]*/stats.json")).read_text())
+    assert stats["resumed"] is True  # the fine-tune went on from its last trainer checkpoint
+
+
+def test_jobs_started_in_the_same_second_get_their_own_folders(tiny_model_dir, tmp_path):
+    args = [SUBLIM, "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", f"paths.artifacts={tmp_path / 'a'}",
+            "dry_run=true"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(3)]
+    assert all(p.wait(120) == 0 for p in procs)
+    assert len(list((tmp_path / "outputs").glob("*/*"))) == 3

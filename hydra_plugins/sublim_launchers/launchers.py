@@ -40,7 +40,7 @@ class Sweeper(BasicSweeper):
         if self._checked:
             return
         from sublim.config import to_typed
-        from sublim.pipeline import check
+        from sublim.checks import check
 
         assert self.overrides is not None and self.hydra_context is not None and self.config is not None
         cells = [list(o) for b in self.overrides for o in b]
