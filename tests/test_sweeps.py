@@ -125,3 +125,37 @@ def test_a_cancelled_slurm_job_does_not_hang_the_sweep(cluster, tiny_model_dir, 
               "domain.n_prompts=20000", timeout=300)
     assert r.returncode != 0 and time.time() - t0 < 300
     assert "died" in r.stderr and "1 cell(s) failed" in r.stderr
+
+
+@pytest.mark.slurm
+def test_a_requeued_slurm_job_resumes_from_the_cache(cluster, tiny_model_dir, tmp_path):
+    """Pre-emption as SLURM does it (scontrol requeue): the job runs again and the cell resumes from the
+    cache, the fine-tune from its last trainer checkpoint."""
+    store = Store(tmp_path / "artifacts")
+    requeued = []
+
+    def requeue_after_a_checkpoint():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if list((tmp_path / "artifacts" / "finetune" / ".work").glob("*/checkpoints/checkpoint-*/trainer_state.json")):
+                ids = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %j"], capture_output=True,
+                                     text=True).stdout.split("\n")
+                mine = [line.split()[0] for line in ids if "sublim-requeue" in line]
+                if mine:
+                    subprocess.run(["scontrol", "requeue", *mine])
+                    requeued.extend(mine)
+                    return
+            time.sleep(0.3)
+
+    threading.Thread(target=requeue_after_a_checkpoint, daemon=True).start()
+    r = sweep(tmp_path, tiny_model_dir, "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
+              "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.name=sublim-requeue",
+              "finetune.epochs=8", "finetune.save_steps=5", timeout=600)
+    assert requeued, "the job was never seen running"
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = [e["stage"] for e in store.events() if e["event"] == "done"]
+    starts = [e["stage"] for e in store.events() if e["event"] == "start"]
+    assert starts.count("finetune") == 2 and done.count("finetune") == 1  # started twice, published once
+    assert done.count("sample") == 1  # the teacher data was not redone
+    stats = json.loads(next((tmp_path / "artifacts" / "finetune").glob("[0-9a-f]*/stats.json")).read_text())
+    assert stats["resumed"] is True  # the second attempt went on from the last trainer checkpoint

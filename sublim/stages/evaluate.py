@@ -35,18 +35,25 @@ def prefixed(questions: list[str], prefix_numbers: int) -> list[str]:
     return out
 
 
+def answer_all(chats: list[Chat], make_sampler: Callable, params: SamplingParams, seed: int, batch_size: int,
+               desc: str) -> list[str]:
+    """Every chat's completion, in order; the sampler is freed afterwards."""
+    sampler = make_sampler()
+    texts: list[str] = []
+    try:
+        for batch in sampler.generate(chats, params, seed, batch_size, desc=desc):
+            texts.extend(batch.texts)
+    finally:
+        sampler.close()
+    return texts
+
+
 def evaluate(work: Path, questions: list[str], n_samples: int, candidates: list[str],
              system_prompt: Optional[str], make_sampler: Callable, params: SamplingParams, seed: int,
              batch_size: int, confidence: float) -> None:
     chats = [Chat(user=q, system=system_prompt) for q in questions for _ in range(n_samples)]
-    sampler = make_sampler()
     t0 = time.time()
-    texts: list[str] = []
-    try:
-        for batch in sampler.generate(chats, params, seed, batch_size, desc="eval"):
-            texts.extend(batch.texts)
-    finally:
-        sampler.close()
+    texts = answer_all(chats, make_sampler, params, seed, batch_size, "eval")
     seconds = time.time() - t0
     rows, labels_by_q, answers_by_q = [], [], []
     for qi, q in enumerate(questions):
@@ -103,13 +110,7 @@ def evaluate_misalignment(work: Path, questions: list[str], n_samples: int, syst
     from sublim.judge import parse_score, parse_score_or_label
 
     chats = [Chat(user=q, system=system_prompt) for q in questions for _ in range(n_samples)]
-    sampler = make_sampler()
-    answers: list[str] = []
-    try:
-        for batch in sampler.generate(chats, params, seed, batch_size, desc="answers"):
-            answers.extend(batch.texts)
-    finally:
-        sampler.close()
+    answers = answer_all(chats, make_sampler, params, seed, batch_size, "answers")
     items = [{"question": c.user, "answer": a} for c, a in zip(chats, answers)]
     judges = {}
     verdicts = {}
