@@ -128,7 +128,7 @@ def test_dry_run_prints_the_plan_without_running(first_run, tiny_model_dir):
 
 def test_a_killed_job_leaves_no_half_artifact_and_a_rerun_completes(tiny_model_dir, tmp_path):
     args = [SUBLIM, "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", f"paths.artifacts={tmp_path / 'a'}",
-            "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "finetune.epochs=20", "finetune.save_steps=5"]
+            "logger=none", f"hydra.run.dir={tmp_path / 'run'}", "finetune.epochs=6", "finetune.save_steps=5"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
     store = Store(tmp_path / "a")

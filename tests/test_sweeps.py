@@ -128,6 +128,7 @@ def test_a_cancelled_slurm_job_does_not_hang_the_sweep(cluster, tiny_model_dir, 
 
 
 @pytest.mark.slurm
+@pytest.mark.slow  # SLURM holds a requeued job for about two minutes (BeginTime): make test-slow
 def test_a_requeued_slurm_job_resumes_from_the_cache(cluster, tiny_model_dir, tmp_path):
     """Pre-emption as SLURM does it (scontrol requeue): the job runs again and the cell resumes from the
     cache, the fine-tune from its last trainer checkpoint."""
