@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from sublim import tracking
 from sublim.cache import Store, stage_key
 from sublim.config import Config, register, to_typed
+from sublim.isolate import wants_isolation
 from sublim.jsonl import read_jsonl
 from sublim.pipeline import describe, execute, plan
 from sublim.sweep import record_failure, write_outcome
@@ -118,7 +119,7 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     print(f"plan for {cell_of(cfg)['name']} (artifacts: {store.root}):\n{describe(steps, store)}", flush=True)
     if cfg.dry_run:
         return None
-    artifacts = execute(steps, store)
+    artifacts = execute(steps, store, isolate_in=cfg if wants_isolation(cfg.isolate) else None)
     keys = {s.stage: s.key for s in steps}
     if "eval" not in artifacts:
         (job_dir / "cell.json").write_text(json.dumps({"cell": cell_of(cfg), "keys": keys}, indent=2))

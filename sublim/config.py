@@ -245,6 +245,9 @@ class Config:
     # the stages to run, and whatever they need upstream: [sample,filter] makes teacher data only
     stages: list[str] = field(default_factory=lambda: ["reference", "teacher", "sample", "filter", "finetune", "eval"])
     dry_run: bool = False
+    # run each missing stage in a fresh process, so GPU memory (vLLM keeps it) is given back between
+    # stages: auto = when CUDA is present | always | never
+    isolate: str = "auto"
     experiment_name: str = "default"
     # pipeline: the language-model stages above. mnist: the auxiliary-logit experiment (`mnist`).
     task: str = "pipeline"

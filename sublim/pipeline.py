@@ -335,10 +335,15 @@ def describe(steps: list[Step], store: Store) -> str:
     return "\n".join(f"  {s.stage:<9} {s.key}  {'hit' if store.exists(s.stage, s.key) else 'MISS'}" for s in steps)
 
 
-def execute(steps: list[Step], store: Store) -> dict[str, Path]:
-    """Run what is missing; returns each stage's published folder."""
+def execute(steps: list[Step], store: Store, isolate_in: Optional[Config] = None) -> dict[str, Path]:
+    """Run what is missing; returns each stage's published folder. With `isolate_in` (the cell's
+    config), each missing stage runs in a fresh process (sublim.isolate)."""
+    from sublim.isolate import run_isolated
+
     out = {}
     for s in steps:
+        if isolate_in is not None and not store.exists(s.stage, s.key):
+            run_isolated(isolate_in, s.stage, s.key)
         path, computed = store.get_or_compute(s.stage, s.key, s.spec, s.compute)
         log.info("%s %s: %s", s.stage, s.key, "computed" if computed else "cached")
         out[s.stage] = path

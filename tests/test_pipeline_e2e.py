@@ -160,3 +160,16 @@ def test_jobs_started_in_the_same_second_get_their_own_folders(tiny_model_dir, t
              for _ in range(3)]
     assert all(p.wait(120) == 0 for p in procs)
     assert len(list((tmp_path / "outputs").glob("*/*"))) == 3
+
+
+def test_isolated_stages_run_in_their_own_process_and_give_the_same_result(first_run, tiny_model_dir, tmp_path):
+    work, _ = first_run
+    run_sublim(work, tiny_model_dir, "finetune=none", "logger=none", run_dir="base-inline")
+    run_sublim(tmp_path, tiny_model_dir, "finetune=none", "logger=none", "isolate=always", run_dir="base-isolated")
+    events = Store(tmp_path / "artifacts").events()
+    child = {e["pid"] for e in events if e["event"] == "done"}
+    parent = {e["pid"] for e in events if e["event"] == "hit"}
+    assert child and parent and not child & parent  # computed in a child, found published by the job
+    inline = json.loads((work / "base-inline" / "metrics.json").read_text())
+    isolated = json.loads((tmp_path / "base-isolated" / "metrics.json").read_text())
+    assert isolated["rates"] == inline["rates"]
