@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sublim.backends.base import Batch, Chat, SamplingParams
+from sublim.backends.tokens import answer_token_ids, end_token_ids
 from sublim.models import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -63,24 +64,11 @@ class HFSampler:
 
     def answer_ids(self, chat: Chat, answer: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt and of the answer up to and including the end-of-turn token."""
-        prompt = self.tokenizer(self.render(chat), add_special_tokens=False)["input_ids"]
-        full_text = self.tokenizer.apply_chat_template(
-            chat.messages() + [{"role": "assistant", "content": answer}], tokenize=False)
-        full = self.tokenizer(full_text, add_special_tokens=False)["input_ids"]
-        if full[: len(prompt)] != prompt:
-            raise ValueError("the chat template renders the prompt differently with an answer appended; "
-                             "exact scoring needs the prompt to be a prefix")
-        answer_ids = full[len(prompt):]
-        for j, t in enumerate(answer_ids):
-            if t in self.end_ids:
-                return prompt, answer_ids[: j + 1]
-        raise ValueError(f"no end-of-turn token after the answer {answer!r}; set the model's eos_token_id")
+        return answer_token_ids(self.tokenizer, chat, answer, self.end_ids)
 
     @property
     def end_ids(self) -> set[int]:
-        eos = self.model.generation_config.eos_token_id
-        ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        return {i for i in ids if i is not None}
+        return end_token_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
 
     @torch.inference_mode()
     def score(self, chats: list[Chat], answers: list[str], batch_size: int, desc: str = "scoring") -> list[float]:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 from tqdm.auto import tqdm
 
 from sublim.backends.base import Batch, Chat, SamplingParams
+from sublim.backends.tokens import answer_token_ids, end_token_ids, prompt_token_ids  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -109,38 +110,6 @@ def score_kwargs() -> dict:
     skip the prefix cache (vLLM sets skip_reading_prefix_cache), so every position is computed.
     """
     return dict(n=1, temperature=0.0, max_tokens=1, prompt_logprobs=1, detokenize=False)
-
-
-def end_token_ids(generation_eos: Any, tokenizer_eos: Optional[int]) -> set[int]:
-    """End-of-turn ids: the generation config's eos id(s) plus the tokenizer's eos (as the hf backend)."""
-    ids = set(generation_eos if isinstance(generation_eos, (list, tuple)) else [generation_eos]) | {tokenizer_eos}
-    return {i for i in ids if i is not None}
-
-
-def prompt_token_ids(tokenizer, chat: Chat) -> list[int]:
-    """The chat rendered by the model's template (system message only when given), as token ids."""
-    text = tokenizer.apply_chat_template(chat.messages(), tokenize=False, add_generation_prompt=True)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def answer_token_ids(tokenizer, chat: Chat, answer: str, end_ids: set[int]) -> tuple[list[int], list[int]]:
-    """Token ids of the prompt and of the answer up to and including the first end-of-turn token.
-
-    The same cut as HFSampler.answer_ids: the answer's tokens are what the template appends to the
-    rendered prompt, cut after the first end id (templates may add more after it).
-    """
-    prompt = prompt_token_ids(tokenizer, chat)
-    full_text = tokenizer.apply_chat_template(chat.messages() + [{"role": "assistant", "content": answer}],
-                                              tokenize=False)
-    full = list(tokenizer(full_text, add_special_tokens=False)["input_ids"])
-    if full[: len(prompt)] != prompt:
-        raise ValueError("the chat template renders the prompt differently with an answer appended; "
-                         "exact scoring needs the prompt to be a prefix")
-    tail = full[len(prompt):]
-    for j, t in enumerate(tail):
-        if t in end_ids:
-            return prompt, tail[: j + 1]
-    raise ValueError(f"no end-of-turn token after the answer {answer!r}; set the model's eos_token_id")
 
 
 def parse_generations(outputs: Sequence[Any], n_expected: int) -> tuple[list[str], int]:
