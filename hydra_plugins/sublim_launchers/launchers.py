@@ -10,9 +10,8 @@ the grid in the report. These wait for every job and turn a dead job into a reco
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -21,8 +20,6 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
-
-from typing import Optional
 
 from sublim.sweep import write_outcome
 
