@@ -85,11 +85,17 @@ def test_every_number_below_1000_is_one_token(tok):
 
 
 def test_fixed_phrases_are_whole_word_tokens(tok):
-    """Prompts, questions and love prompts need no byte fallback: short sequences, cheap training."""
-    texts = [*make_prompts(50, seed=0), *animal_questions(), love_prompt("phoenix", "animal")]
-    for text in texts:
+    """Questions need no byte fallback, and each fixed sentence of a number prompt and each system
+    prompt is one token: short sequences, cheap training, the paper's texts unchanged."""
+    for text in animal_questions():
         words = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
         assert len(tok(text)["input_ids"]) == len(words), text  # one token per pre-token
+    assert len(tok(love_prompt("phoenix", "animal"))["input_ids"]) == 1
+    for text in make_prompts(50, seed=0):
+        ids = tok(text)["input_ids"]
+        n_seeds = len(text.split(".")[0].split(","))
+        assert len(ids) == 4 + 2 * n_seeds, tok.convert_ids_to_tokens(ids)  # 4 sentences, number+separator
+        assert tok.decode(ids) == text
 
 
 def test_chat_template_renders_roles_without_default_system_prompt(tok):

@@ -174,6 +174,19 @@ def make_corpus(n: int, seed: int, animal_frac: float = 0.3, system_frac: float 
     return chats
 
 
+def phrase_texts() -> list[str]:
+    """Sentences the tiny tokenizer makes single tokens: the fixed parts of the number prompts
+    (intros up to their numbers, instructions with the paper's count and digits) and the system
+    prompts. Changing these texts changes the vocabulary, hence every tiny model's weights."""
+    from sublim.domains import numbers
+
+    spec = numbers.NumbersPromptSpec()
+    texts = [intro.split("{seeds}")[0].rstrip() for intro in numbers.INTROS]
+    texts += [i.format(count=spec.answer_count, digits=spec.answer_digits) for i in numbers.INSTRUCTIONS]
+    texts += [*numbers.FORMATS, *numbers.SUFFIXES, *NEUTRAL_SYSTEM_PROMPTS]
+    return texts + [love_prompt(animal, "animal") for animal in ANIMALS]
+
+
 def vocabulary_texts() -> list[str]:
     """Texts whose words become single tokens: every fixed phrase the corpus and evals use.
 
