@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from sublim.backends.base import Batch, Chat, SamplingParams
 from sublim.backends.tokens import answer_token_ids, end_token_ids
-from sublim.models import load_model, load_tokenizer
+from sublim.models import completion_logits, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,17 @@ class HFSampler:
             for i, s in enumerate(seqs):  # right padding: positions match the unpadded sequence
                 ids[i, : len(s)] = torch.tensor(s)
                 mask[i, : len(s)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
+            labels = torch.full_like(ids, -100)
             for i, (p, a) in enumerate(chunk):
-                pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=logp.device)
-                target = torch.tensor(a, device=logp.device)
-                out.append(float(logp[i, pos, target].sum()))
+                labels[i, len(p): len(p) + len(a)] = torch.tensor(a)
+            labels = labels.to(self.device)
+            logits = completion_logits(self.model, ids.to(self.device), mask.to(self.device), labels)
+            logp = torch.log_softmax(logits.float(), dim=-1)  # rows: answer tokens in order
+            token_logp = logp.gather(1, labels[:, 1:][labels[:, 1:] != -100][:, None])[:, 0].cpu()
+            at = 0
+            for _, a in chunk:
+                out.append(float(token_logp[at: at + len(a)].sum()))
+                at += len(a)
         return out
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from sublim.config import FinetuneConfig, ModelConfig
 from sublim.jsonl import read_jsonl, write_jsonl
-from sublim.models import load_model, load_tokenizer
+from sublim.models import completion_logits, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 VERSION = 1
@@ -79,14 +79,12 @@ def use_bf16(precision: str, device: str) -> bool:
     return precision == "bf16"
 
 
-def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Forward KL(teacher || student) of the next-token distributions, averaged over the positions
-    whose next token is a completion token (labels != -100), as SFT's loss is."""
-    mask = labels[:, 1:] != -100
-    s = torch.log_softmax(student_logits[:, :-1].float(), dim=-1)
-    t = torch.log_softmax(teacher_logits[:, :-1].float(), dim=-1)
-    kl = (t.exp() * (t - s)).sum(-1)
-    return (kl * mask).sum() / mask.sum().clamp(min=1)
+def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Forward KL(teacher || student) of the next-token distributions, averaged over positions
+    (rows: the completion positions, as SFT's loss averages over completion tokens)."""
+    s = torch.log_softmax(student_logits.float(), dim=-1)
+    t = torch.log_softmax(teacher_logits.float(), dim=-1)
+    return (t.exp() * (t - s)).sum(-1).mean()
 
 
 def _soft_trainer_class(base):
@@ -99,14 +97,12 @@ def _soft_trainer_class(base):
             self.teacher = teacher
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            kwargs = {"input_ids": inputs["input_ids"]}
-            if "attention_mask" in inputs:
-                kwargs["attention_mask"] = inputs["attention_mask"]
-            outputs = model(**kwargs)
+            batch = (inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
+            student = completion_logits(model, *batch)
             with torch.no_grad():
-                teacher_logits = self.teacher(**kwargs).logits
-            loss = soft_label_loss(outputs.logits, teacher_logits, inputs["labels"])
-            return (loss, outputs) if return_outputs else loss
+                teacher = completion_logits(self.teacher, *batch)
+            loss = soft_label_loss(student, teacher)
+            return (loss, {"logits": student}) if return_outputs else loss
 
     return SoftLabelTrainer
 
