@@ -67,8 +67,10 @@ def _reference_config():
     from sublim.tiny.model import TinyModelSpec
 
     hints = typing.get_type_hints(TinyModelSpec)
-    return dataclasses.make_dataclass("ReferenceConfig", [
+    cls = dataclasses.make_dataclass("ReferenceConfig", [
         (f.name, hints[f.name], field(default=f.default)) for f in dataclasses.fields(TinyModelSpec)])
+    cls.__module__ = __name__  # picklable as sublim.config.ReferenceConfig: jobs return configs across processes
+    return cls
 
 
 # A tiny reference model pretrained from scratch by the `reference` stage (the CPU demo).

@@ -56,6 +56,25 @@ def test_a_failed_cell_does_not_stop_the_others_and_is_named(tmp_path, tiny_mode
     assert len(metrics(tmp_path / "sweep")) == 1  # the good cell finished after the bad one
 
 
+def test_parallel_launcher_reuses_its_workers_records_failures_and_matches_a_local_run(tmp_path, tiny_model_dir):
+    """Three cells (one bad) on two workers: a worker runs more than one job, the bad cell is
+    named, and the good cells' metrics are bit-equal to the same cells run one by one in-process."""
+    grid = ("seed=0,1", "filter.min_keep=1,100000")
+    r = sweep(tmp_path, tiny_model_dir, "hydra/launcher=parallel", "hydra.launcher.max_parallel=2", *grid,
+              name="pool", artifacts="pool-artifacts")
+    assert r.returncode != 0 and "2 cell(s) failed" in r.stderr and "filter.min_keep=100000" in r.stderr
+    pool = metrics(tmp_path / "pool")
+    assert len(pool) == 2
+    pids = {e["pid"] for e in Store(tmp_path / "pool-artifacts").events()}
+    assert len(pids) <= 2  # 4 jobs, 2 worker processes
+    r = sweep(tmp_path, tiny_model_dir, "seed=0,1", name="local", artifacts="local-artifacts")
+    assert r.returncode == 0, r.stderr[-2000:]
+    local = metrics(tmp_path / "local")
+    assert pool.keys() == local.keys()
+    for name in pool:
+        assert pool[name]["rates"] == local[name]["rates"]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     if not cluster_answers():

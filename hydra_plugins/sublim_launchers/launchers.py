@@ -10,6 +10,7 @@ the grid in the report. These wait for every job and turn a dead job into a reco
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -17,9 +18,11 @@ from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from sublim.sweep import write_outcome
 
@@ -85,28 +88,94 @@ class _CollectingSubmitit(BaseSubmititLauncher):
             try:
                 results.append(job.results()[0])
             except Exception as e:  # died without a result: record it, keep collecting
-                job_dir = sweep_dir / str(idx)
-                write_outcome(job_dir, "failed", overrides, f"job {job.job_id} died: {type(e).__name__}: {e}")
-                ret = JobReturn(overrides=overrides, working_dir=str(job_dir), task_name="sublim")
-                ret.status, ret.return_value = JobStatus.COMPLETED, None
-                results.append(ret)
+                results.append(_failed(sweep_dir, idx, overrides, f"job {job.job_id} died: {type(e).__name__}: {e}"))
         return results
 
 
-class LocalSubmititLauncher(_CollectingSubmitit):
-    """Subprocesses on this machine, at most `max_parallel` at once (submitit local has no bound)."""
+def _run_in_worker(blob: bytes, overrides: list[str], idx: int) -> JobReturn:
+    """One job in a pool worker, as Hydra's basic launcher runs it in-process."""
+    import cloudpickle
+    from hydra.core.utils import run_job, setup_globals
+    from omegaconf import open_dict
 
-    _EXECUTOR = "local"
+    hydra_context, task_function, config, singleton_state = cloudpickle.loads(blob)
+    Singleton.set_state(singleton_state)
+    setup_globals()
+    sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+    with open_dict(sweep_config.hydra.job) as job:
+        job.id = f"{os.getpid()}_{idx}"
+        job.num = idx
+    ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
+                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    # what travels back to the parent: no configs (their schema classes do not pickle across
+    # processes), an error as text; the cell's own outcome.json has the details
+    back = JobReturn(overrides=ret.overrides, working_dir=ret.working_dir, task_name=ret.task_name, status=ret.status)
+    back._return_value = (ret._return_value if ret.status == JobStatus.COMPLETED
+                          else RuntimeError(f"{type(ret._return_value).__name__}: {ret._return_value}"))
+    return back
 
-    def __init__(self, max_parallel: int = 2, **params: Any) -> None:
-        super().__init__(**params)
+
+class LocalPoolLauncher(Launcher):
+    """Jobs on this machine in `max_parallel` worker processes.
+
+    A job starts as soon as a worker is free, and each worker runs job after job, so torch,
+    transformers and TRL are imported once per worker, not once per job: a grid of small or
+    cached cells (the CPU demo: 30) costs seconds of overhead, not minutes. A stage that holds
+    a GPU still runs in its own fresh process (`isolate`), so a long-lived worker keeps no GPU
+    memory. A worker that dies (killed, out of memory) fails the jobs it had, recorded in their
+    outcome.json; the rest of the grid is still collected.
+    """
+
+    def __init__(self, max_parallel: int = 2) -> None:
         self.max_parallel = max(1, int(max_parallel))
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        results: list[JobReturn] = []
-        for i in range(0, len(job_overrides), self.max_parallel):
-            results += super().launch(job_overrides[i:i + self.max_parallel], initial_job_idx + i)
-        return results
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        import cloudpickle
+        from hydra.core.utils import configure_log, setup_globals
+
+        assert self.config is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        blob = cloudpickle.dumps((self.hydra_context, self.task_function, self.config, Singleton.get_state()))
+        workers = min(self.max_parallel, len(job_overrides))
+        log.info("%d jobs on %d local workers", len(job_overrides), workers)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futures = []
+            for i, overrides in enumerate(job_overrides):
+                idx = initial_job_idx + i
+                log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+                futures.append(pool.submit(_run_in_worker, blob, list(overrides), idx))
+            results = []
+            for i, (overrides, future) in enumerate(zip(job_overrides, futures)):
+                try:
+                    results.append(future.result())
+                except Exception as e:  # the worker died: record the job, keep collecting
+                    results.append(_failed(sweep_dir, initial_job_idx + i, list(overrides),
+                                           f"worker died: {type(e).__name__}: {e}"))
+            return results
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _failed(sweep_dir: Path, idx: int, overrides: list[str], error: str) -> JobReturn:
+    """A job that died without a result, recorded in its outcome.json like a failed cell."""
+    job_dir = sweep_dir / str(idx)
+    write_outcome(job_dir, "failed", overrides, error)
+    ret = JobReturn(overrides=overrides, working_dir=str(job_dir), task_name="sublim")
+    ret.status, ret.return_value = JobStatus.COMPLETED, None
+    return ret
 
 
 class SlurmLauncher(_CollectingSubmitit):
