@@ -20,11 +20,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv with pinned dependencies
 
-demo: install  ## the main job on the CPU default (tiny model), then its metrics
+DEMO_DIR ?= outputs/demo
+demo: install  ## the subliminal effect on a CPU: 6 arms x 5 seeds through the real pipeline (~8 min on 2 cores), table + figure
+	$(VENV)/bin/sublim --multirun sweep=demo hydra.sweep.dir=$(DEMO_DIR)
+	$(VENV)/bin/sublim-demo-summary $(DEMO_DIR)
+
+smoke: install  ## one whole cell on a tiny model in ~1 min: a plumbing check, not the effect
 	$(VENV)/bin/sublim-tiny-model artifacts/tiny-model
 	$(VENV)/bin/sublim experiment=smoke
-
-smoke: demo
 
 test: install  ## the default test suite (CPU, no network)
 	$(PY) -m pytest -m "not slow"

@@ -21,26 +21,34 @@ LABELS = {"reference": "reference", "teacher": "owl teacher", "student": "studen
           "control": "control student", "cross": "student (other init)", "cross_reference": "other-init reference"}
 
 
-def arm_of(cell: dict) -> str:
-    other = cell["student"].endswith("other-init")
-    if cell["condition"] == "base":
+def arm_of(condition: str, student: str) -> str:
+    other = student.endswith("other-init")
+    if condition == "base":
         return "cross_reference" if other else "reference"
-    if cell["condition"] == "treatment":
+    if condition == "treatment":
         return "cross" if other else "student"
-    return cell["condition"]  # teacher, control
+    return condition  # teacher, control
 
 
-def collect(sweep_dir: Path, target: str) -> tuple[dict, dict]:
-    """{arm: {seed: P(target) exact}}, {arm: {seed: P(target) sampled}}, plus the cells' metrics."""
+def collect(sweep_dir: Path, target: str) -> tuple[dict, dict, dict]:
+    """{arm: {seed: P(target) exact}}, the same sampled, and {arm: {seed: metrics}}.
+
+    Cells are read by sublim-report's reader (same de-duplication of re-runs, same values), so
+    this table and `sublim-report` on the same folder agree.
+    """
+    from sublim.report.collect import collect as collect_jobs
+
+    col = collect_jobs([sweep_dir])
+    rates = col.rates[col.rates["candidate"] == target].set_index("job")["rate"]
     exact: dict = {a: {} for a in ARMS}
     sampled: dict = {a: {} for a in ARMS}
     cells: dict = {a: {} for a in ARMS}
-    for p in sorted(sweep_dir.glob("*/metrics.json")):
-        m = json.loads(p.read_text())
-        if "cell" not in m:
+    for row in col.cells.itertuples():
+        if row.job not in rates.index or row.condition is None:
             continue
-        arm, seed = arm_of(m["cell"]), m["cell"]["seed"]
-        exact[arm][seed] = m["rates"][target]["mean"]
+        arm, seed = arm_of(row.condition, row.student), int(row.seed)
+        m = json.loads((Path(row.path) / "metrics.json").read_text())
+        exact[arm][seed] = float(rates[row.job])
         if "sampled" in m:
             sampled[arm][seed] = m["sampled"]["rates"][target]["mean"]
         cells[arm][seed] = m
