@@ -101,6 +101,15 @@ def run(dcfg: DictConfig) -> dict | None:
     return metrics
 
 
+def _read_metrics(job_dir: Path) -> dict:
+    """The metrics.json an earlier run left in this job folder (a re-run into the same folder), or {}."""
+    try:
+        m = json.loads((job_dir / "metrics.json").read_text())
+        return m if isinstance(m, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def run_cell(dcfg: DictConfig) -> dict | None:
     import torch
 
@@ -124,6 +133,7 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     if "eval" not in artifacts:
         (job_dir / "cell.json").write_text(json.dumps({"cell": cell_of(cfg), "keys": keys}, indent=2))
         return None
+    previous = _read_metrics(job_dir)
     metrics = summarise(cfg, artifacts, keys)
     (job_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     table = next((artifacts["eval"] / f for f in ("answers.jsonl", "logprobs.jsonl")
@@ -134,10 +144,14 @@ def run_cell(dcfg: DictConfig) -> dict | None:
         summary |= tracking.flat({"misaligned_rate": metrics["misaligned_rate"]})
     if metrics.get("target"):
         summary |= tracking.flat({"target_rate": metrics["target_rate"]})
-    wandb_dir = tracking.log_cell(cfg.logger, job_dir, OmegaConf.to_container(OmegaConf.structured(cfg)),
-                                  metrics["cell"], summary, rows)
+    target = tracking.target(cfg.logger)
+    if previous.get("keys") == keys and previous.get("wandb") == target and Path(previous.get("wandb_dir", "")).is_dir():
+        wandb_dir = previous["wandb_dir"]  # this folder already logged this very result there: no duplicate run
+    else:
+        wandb_dir = tracking.log_cell(cfg.logger, job_dir, OmegaConf.to_container(OmegaConf.structured(cfg)),
+                                      metrics["cell"], summary, rows)
     if wandb_dir:
-        metrics["wandb_dir"] = wandb_dir
+        metrics["wandb_dir"], metrics["wandb"] = wandb_dir, target
         (job_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print_summary(metrics)
     print(f"   metrics: {job_dir / 'metrics.json'}")

@@ -155,6 +155,9 @@ def figure(sweep_dir: Path, out: Path, target: str = "owl") -> None:
 
 
 def main() -> None:
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the table is the output, not the scorer's progress bars
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--target", default="owl")

@@ -15,6 +15,12 @@ from sublim.config import LoggerConfig
 log = logging.getLogger(__name__)
 
 
+def target(cfg: LoggerConfig) -> dict:
+    """Where log_cell sends a run: a re-run with the same result and target need not log again."""
+    return {"backend": cfg.backend, "project": cfg.project, "entity": cfg.entity,
+            "mode": cfg.mode or os.environ.get("WANDB_MODE") or "offline"}
+
+
 def log_cell(cfg: LoggerConfig, job_dir: Path, config: dict, cell: dict, summary: dict,
              table_rows: list[dict], images: dict[str, str] | None = None) -> str | None:
     """Logs one W&B run; returns its local folder, or None when off or when W&B failed."""
@@ -25,7 +31,7 @@ def log_cell(cfg: LoggerConfig, job_dir: Path, config: dict, cell: dict, summary
     try:
         import wandb
 
-        mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
+        mode = target(cfg)["mode"]
         run = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode, dir=str(job_dir),
                          group=cell["group"], name=cell["name"], job_type=cell["condition"],
                          config=config, reinit="finish_previous")

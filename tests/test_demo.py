@@ -81,9 +81,11 @@ def test_demo_summary_prints_teacher_quality_and_writes_a_figure(demo):
     assert (demo / "demo" / "demo.png").stat().st_size > 10_000 and (demo / "demo" / "demo.md").exists()
 
 
-def test_a_rerun_is_all_cache_hits(demo):
+def test_a_rerun_is_all_cache_hits_and_logs_no_duplicate_wandb_runs(demo):
     before = len(Store(demo / "artifacts").events())
+    runs = sorted(demo.glob("demo/*/wandb/offline-run-*"))
     r = demo_sweep(demo)
     assert r.returncode == 0, r.stderr[-3000:]
     new = Store(demo / "artifacts").events()[before:]
     assert new and {e["event"] for e in new} == {"hit"}
+    assert sorted(demo.glob("demo/*/wandb/offline-run-*")) == runs and len(runs) == 2 * len(ARMS)
