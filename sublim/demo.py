@@ -68,14 +68,23 @@ def fmt(iv: Interval, scale: float = 100.0) -> str:
     return f"{iv.mean * scale:6.2f} [{iv.low * scale:6.2f}, {iv.high * scale:6.2f}] (n={iv.n})"
 
 
-def teacher_shift(cells: dict, n: int = 200) -> dict:
-    """Per-token log-prob shift of the teacher from the reference on the teacher's own samples."""
+def teacher_shift(cells: dict, cache: Path | None = None, n: int = 200) -> dict:
+    """Per-token log-prob shift of the teacher from the reference on the teacher's own samples.
+
+    Values are kept in `cache` (a JSON file) under the teacher data's filter key, so printing
+    the table again does not load and score the models again.
+    """
     from sublim.backends.base import Chat
     from sublim.backends.hf import HFSampler
     from sublim.jsonl import read_jsonl
 
+    known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
     out = {}
     for seed, m in cells["student"].items():
+        key = f"{m['keys']['filter']}:{n}"
+        if key in known:
+            out[seed] = known[key]
+            continue
         art = m["artifacts"]
         sample_dir = Path(art["filter"]).parent.parent / "sample"
         spec = json.loads((Path(art["filter"]) / "spec.json").read_text())
@@ -90,7 +99,11 @@ def teacher_shift(cells: dict, n: int = 200) -> dict:
         ref, tea = HFSampler(str(ref_path), device="cpu"), HFSampler(str(ref_path), adapter=str(adapter), device="cpu")
         n_tokens = sum(len(ref.answer_ids(c, a)[1]) for c, a in zip(chats, answers))
         diff = sum(tea.score(chats, answers, 64, desc="teacher")) - sum(ref.score(chats, answers, 64, desc="reference"))
-        out[seed] = diff / n_tokens
+        out[seed] = known[key] = diff / n_tokens
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known, indent=2))
+        tmp.replace(cache)
     return out
 
 
@@ -120,7 +133,7 @@ def summarise(sweep_dir: Path, target: str = "owl", shift: bool = True) -> str:
               f"  well-formed, teacher    {fmt(t_interval(list(teacher_rate.values())))}",
               f"  well-formed, reference  {fmt(t_interval(list(ref_rate.values())))}"]
     if shift and cells["student"]:
-        sh = teacher_shift(cells)
+        sh = teacher_shift(cells, sweep_dir / "teacher_shift.json")
         lines.append(f"  teacher's log-prob shift from the reference on its own numbers: "
                      f"{fmt(t_interval(list(sh.values())), 1.0)} nats/token")
     return "\n".join(lines)
