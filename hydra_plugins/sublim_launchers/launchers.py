@@ -122,8 +122,9 @@ class LocalPoolLauncher(Launcher):
     transformers and TRL are imported once per worker, not once per job: a grid of small or
     cached cells (the CPU demo: 30) costs seconds of overhead, not minutes. A stage that holds
     a GPU still runs in its own fresh process (`isolate`), so a long-lived worker keeps no GPU
-    memory. A worker that dies (killed, out of memory) fails the jobs it had, recorded in their
-    outcome.json; the rest of the grid is still collected.
+    memory. A worker that dies (killed, out of memory) breaks the pool: every job not finished by
+    then is recorded as failed in its outcome.json, and the same command re-runs only those (the
+    cache keeps every finished stage).
     """
 
     def __init__(self, max_parallel: int = 2) -> None:
