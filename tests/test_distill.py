@@ -132,3 +132,17 @@ def test_soft_label_student_moves_toward_its_teacher(tiny_model_dir, random_adap
     held_out = _batch(tok, n=32, seed=99)
     before, after = _mean_kl(model, teacher, held_out), _mean_kl(student, teacher, held_out)
     assert math.isfinite(after) and after < 0.7 * before, (before, after)
+
+
+def test_resume_takes_the_newest_complete_checkpoint_and_drops_half_written_ones(tmp_path):
+    from sublim.stages.finetune import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step, state in ((5, "{}"), (10, "{}"), (15, None), (20, '{"glob')):  # 15: killed before its state
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "adapter_model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-5"]

@@ -107,6 +107,25 @@ def _soft_trainer_class(base):
     return SoftLabelTrainer
 
 
+def last_complete_checkpoint(folder: Path) -> Optional[Path]:
+    """The newest trainer checkpoint that was written to the end, or None; half-written ones (a
+    job killed while saving) are removed. The trainer writes trainer_state.json last."""
+    if not folder.is_dir():
+        return None
+    done = []
+    for p in folder.glob("checkpoint-*"):
+        try:
+            json.loads((p / "trainer_state.json").read_text())
+            complete = p.name.split("-")[-1].isdigit()
+        except (OSError, ValueError):
+            complete = False
+        if complete:
+            done.append(p)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
 def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: FinetuneConfig, seed: int,
              distill_from: Optional[ModelConfig] = None) -> None:
     from datasets import Dataset
@@ -185,11 +204,12 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
     trainer.remove_callback(ProgressCallback)  # keeps the bar, drops a printed dict per logged step
     trainer.add_callback(_QuietProgress())
     ckpt = work / "checkpoints"
-    resume = ckpt.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+    last = last_complete_checkpoint(ckpt)
+    resume = last is not None
     if resume:
-        log.info("resuming fine-tuning from the last checkpoint in %s", ckpt)
+        log.info("resuming fine-tuning from %s", last)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
     seconds = time.time() - t0
     out = work / ("adapter" if cfg.method == "lora" else "model")
     trainer.model.save_pretrained(out)
