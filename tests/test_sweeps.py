@@ -78,7 +78,7 @@ def test_parallel_launcher_reuses_its_workers_records_failures_and_matches_a_loc
 def test_a_killed_pool_worker_fails_the_unfinished_cells_and_a_rerun_completes_them(tmp_path, tiny_model_dir):
     args = [SUBLIM, "--multirun", "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", "logger=none",
             f"paths.artifacts={tmp_path / 'a'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=parallel",
-            "hydra.launcher.max_parallel=1", "seed=0,1,2", "finetune.epochs=6"]
+            "hydra.launcher.max_parallel=1", "seed=0,1", "finetune.epochs=6"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     store = Store(tmp_path / "a")
@@ -88,11 +88,11 @@ def test_a_killed_pool_worker_fails_the_unfinished_cells_and_a_rerun_completes_t
         time.sleep(0.2)
     os.kill(starts[0]["pid"], 9)  # the worker, in the middle of the first cell's fine-tune
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0 and "3 cell(s) failed" in err and "worker died" in err, err[-2000:]
+    assert proc.returncode != 0 and "2 cell(s) failed" in err and "worker died" in err, err[-2000:]
     assert not list((tmp_path / "sweep").glob("*/metrics.json"))
     r = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 3
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 2
     assert [e["stage"] for e in store.events() if e["event"] == "done"].count("sample") == 1
 
 
