@@ -145,7 +145,8 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     if metrics.get("target"):
         summary |= tracking.flat({"target_rate": metrics["target_rate"]})
     target = tracking.target(cfg.logger)
-    if previous.get("keys") == keys and previous.get("wandb") == target and Path(previous.get("wandb_dir", "")).is_dir():
+    logged = bool(previous.get("wandb_dir")) and Path(previous["wandb_dir"]).is_dir()
+    if logged and previous.get("keys") == keys and previous.get("wandb") == target:
         wandb_dir = previous["wandb_dir"]  # this folder already logged this very result there: no duplicate run
     else:
         wandb_dir = tracking.log_cell(cfg.logger, job_dir, OmegaConf.to_container(OmegaConf.structured(cfg)),

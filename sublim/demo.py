@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -168,8 +169,6 @@ def figure(sweep_dir: Path, out: Path, target: str = "owl") -> None:
 
 
 def main() -> None:
-    import os
-
     os.environ.setdefault("TQDM_DISABLE", "1")  # the table is the output, not the scorer's progress bars
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", type=Path)

@@ -1,4 +1,4 @@
-"""Build the tiny reference model: a ~0.4 M-parameter Llama (most of it the 2.6k x 64 embeddings) pretrained on the synthetic corpus.
+"""Build the tiny reference model: a ~0.4 M-parameter Llama (most of it the 2.7k x 64 embeddings) pretrained on the synthetic corpus.
 
 Written as an ordinary transformers directory (config, safetensors, tokenizer, chat template,
 generation config) so every stage loads it by path exactly like a hub model. Llama, not Qwen2:
@@ -37,8 +37,10 @@ class TinyModelSpec:
     num_layers: int = 2
     num_heads: int = 4
     num_kv_heads: int = 2
-    init_std: float = 0.1         # weight init; at 0.02 the output rows of the animals stay so alike that no body change can raise P(owl) above ~15 %
-    steps: int = 400              # ~30 s of CPU on one thread (more wall time on a busy machine)
+    # weight init: at 0.02 the output rows of the animals stay so alike after pretraining that
+    # no change of the body (LoRA) can raise P(owl) above ~16 %; at 0.1 a LoRA teacher reaches 36-61 %
+    init_std: float = 0.1
+    steps: int = 400              # ~20 s of CPU on one thread (more wall time on a busy machine)
     batch_size: int = 64
     lr: float = 5e-3
     warmup_frac: float = 0.1
@@ -109,7 +111,8 @@ def _config(spec: TinyModelSpec, tokenizer):
     return LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads, initializer_range=spec.init_std, max_position_embeddings=max(256, spec.max_length),
+        num_key_value_heads=spec.num_kv_heads, initializer_range=spec.init_std,
+        max_position_embeddings=max(256, spec.max_length),
         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
