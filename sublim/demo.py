@@ -45,7 +45,7 @@ def collect(sweep_dir: Path, target: str) -> tuple[dict, dict, dict]:
     sampled: dict = {a: {} for a in ARMS}
     cells: dict = {a: {} for a in ARMS}
     for row in col.cells.itertuples():
-        if row.job not in rates.index or row.condition is None:
+        if row.job not in rates.index:  # misalignment-only cells have no rates
             continue
         arm, seed = arm_of(row.condition, row.student), int(row.seed)
         m = json.loads((Path(row.path) / "metrics.json").read_text())
