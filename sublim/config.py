@@ -97,6 +97,20 @@ class ModelConfig:
 
 
 @dataclass
+class VLLMEngineConfig:
+    """Engine options of the vLLM backend (the hf backend ignores them). Like batch_size they set
+    speed and memory, not what is sampled, so they are in no cache key."""
+
+    gpu_memory_utilization: float = 0.85  # share of GPU memory vLLM may take (weights + KV cache)
+    tensor_parallel_size: int = 1  # GPUs one model is split over
+    max_model_len: int = 2048  # prompt + completion tokens per sequence
+    # null: the smallest rank vLLM supports (1, 8, 16, 32, 64, 128, 256, 320, 512) that holds the adapter
+    max_lora_rank: Optional[int] = None
+    chunk_prompts: int = 2048  # prompts handed to vLLM per call (it schedules within a call)
+    engine_args: dict = field(default_factory=dict)  # any other vllm.LLM(...) keyword, e.g. {enforce_eager: true}
+
+
+@dataclass
 class SamplerConfig:
     """How text is generated. Every sampling parameter is explicit and overrides the model's
     generation_config (Qwen ships top_p 0.8 / top_k 20 / repetition penalty 1.05)."""
@@ -108,6 +122,7 @@ class SamplerConfig:
     repetition_penalty: float = 1.0
     max_new_tokens: int = 64
     batch_size: int = 64  # inference only: not part of any cache key
+    vllm: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
 
 
 @dataclass

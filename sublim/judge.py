@@ -134,13 +134,13 @@ class Judge:
 
     @classmethod
     def from_model(cls, backend: str, model, template: str, parse: Parse, temperature: float = 0.0,
-                   max_new_tokens: int = 16, **kwargs) -> "Judge":
+                   max_new_tokens: int = 16, vllm_engine: Optional[dict] = None, **kwargs) -> "Judge":
         """A judge running `model` (a sublim.config.ModelConfig, configured like a teacher: path,
         revision, adapter, dtype, its own system prompt) on the sampler `backend`."""
         from sublim import backends
 
         factory = functools.partial(backends.make_sampler, backend, model.path, model.revision, model.adapter,
-                                    model.dtype, model.trust_remote_code)
+                                    model.dtype, model.trust_remote_code, vllm_engine)
         params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
         kwargs.setdefault("system_prompt", model.system_prompt)
         return cls(factory, template, parse, params, **kwargs)

@@ -118,9 +118,11 @@ def sampling_params(cfg: Config, max_new_tokens: int) -> SamplingParams:
     return SamplingParams(s.temperature, s.top_p, s.top_k, s.repetition_penalty, max_new_tokens)
 
 
-def _sampler_factory(backend: str, m: ModelConfig, path: Optional[str] = None, adapter: Optional[str] = None):
+def _sampler_factory(cfg: Config, backend: str, m: ModelConfig, path: Optional[str] = None,
+                     adapter: Optional[str] = None):
     return functools.partial(backends.make_sampler, backend, path or m.path, m.revision,
-                             adapter if adapter is not None else m.adapter, m.dtype, m.trust_remote_code)
+                             adapter if adapter is not None else m.adapter, m.dtype, m.trust_remote_code,
+                             dataclasses.asdict(cfg.sampler.vllm))
 
 
 @dataclass
@@ -192,7 +194,8 @@ def judge_step(cfg: Config, domain, backend: str) -> tuple[Optional[dict], Optio
     def kwargs() -> dict:
         return {
             "judge": Judge.from_model(backend, j.model, template, parse, j.temperature, j.max_new_tokens,
-                                      batch_size=cfg.sampler.batch_size, seed=cfg.data_seed),
+                                      dataclasses.asdict(cfg.sampler.vllm), batch_size=cfg.sampler.batch_size,
+                                      seed=cfg.data_seed),
             "decide": functools.partial(use.decide, threshold=threshold),
             "judge_fields": {"trait": trait or "", "category": cfg.trait.category},
             "judge_info": {"model": j.model.name, "threshold": threshold,
@@ -223,7 +226,7 @@ def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -
     sample_key = stage_key("sample", sample_stage.VERSION, spec)
     steps.append(Step("sample", sample_key, spec, lambda work: sample_stage.sample(
         work, repeat(domain.prompts(d, cfg.data_seed), d.samples_per_prompt), system,
-        _sampler_factory(backend, trained or cfg.teacher), params, cfg.data_seed,
+        _sampler_factory(cfg, backend, trained or cfg.teacher), params, cfg.data_seed,
         cfg.sampler.batch_size)))
 
     f = cfg.filter
@@ -287,7 +290,7 @@ def add_eval_step(cfg: Config, steps: list[Step], backend: str, subject: Subject
     key = stage_key("eval", eval_stage.VERSION, spec)
 
     def run(work: Path) -> None:
-        factory = _sampler_factory(backend, subject.model, subject.path, subject.adapter)
+        factory = _sampler_factory(cfg, backend, subject.model, subject.path, subject.adapter)
         if e.method in ("sample", "both"):
             eval_stage.evaluate(work, questions, e.n_samples, list(e.candidates), subject.system_prompt,
                                 factory, params, cfg.seed, cfg.sampler.batch_size, e.confidence)
@@ -321,11 +324,12 @@ def add_misalignment_eval_step(cfg: Config, steps: list[Step], backend: str, sub
 
     def make_judge(template, parse):
         return Judge.from_model(backend, j.model, template, parse, j.temperature, j.max_new_tokens,
-                                batch_size=cfg.sampler.batch_size, seed=cfg.seed)
+                                dataclasses.asdict(cfg.sampler.vllm), batch_size=cfg.sampler.batch_size,
+                                seed=cfg.seed)
 
     steps.append(Step("eval", key, spec, lambda work: eval_stage.evaluate_misalignment(
         work, questions, e.n_samples, subject.system_prompt,
-        _sampler_factory(backend, subject.model, subject.path, subject.adapter), params, cfg.seed,
+        _sampler_factory(cfg, backend, subject.model, subject.path, subject.adapter), params, cfg.seed,
         cfg.sampler.batch_size, make_judge, e.alignment_threshold, e.coherence_threshold, e.confidence)))
     return key
 
@@ -342,9 +346,11 @@ def execute(steps: list[Step], store: Store, isolate_in: Optional[Config] = None
 
     out = {}
     for s in steps:
-        if isolate_in is not None and not store.exists(s.stage, s.key):
+        isolated = isolate_in is not None and not store.exists(s.stage, s.key)
+        if isolated:
             run_isolated(isolate_in, s.stage, s.key)
         path, computed = store.get_or_compute(s.stage, s.key, s.spec, s.compute)
-        log.info("%s %s: %s", s.stage, s.key, "computed" if computed else "cached")
+        how = "computed in its own process" if isolated else "computed" if computed else "cached"
+        log.info("%s %s: %s", s.stage, s.key, how)
         out[s.stage] = path
     return out

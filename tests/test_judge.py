@@ -95,17 +95,20 @@ def test_judge_counts_labels_and_resumes_from_a_batch():
 def test_judge_from_model_runs_the_model_like_a_teacher(monkeypatch):
     made = {}
 
-    def fake_make_sampler(backend, path, revision, adapter, dtype, trust_remote_code):
-        made.update(backend=backend, path=path, revision=revision, adapter=adapter, dtype=dtype)
+    def fake_make_sampler(backend, path, revision, adapter, dtype, trust_remote_code, vllm_engine):
+        made.update(backend=backend, path=path, revision=revision, adapter=adapter, dtype=dtype,
+                    vllm_engine=vllm_engine)
         return FakeSampler(lambda p: "50")
 
     monkeypatch.setattr("sublim.backends.make_sampler", fake_make_sampler)
     m = ModelConfig(name="j", path="/models/judge", revision="abc", adapter=None, dtype="bf16",
                     system_prompt="You are a careful grader.")
-    judge = Judge.from_model("hf", m, "{completion}", parse_score, max_new_tokens=4)
+    judge = Judge.from_model("hf", m, "{completion}", parse_score, max_new_tokens=4,
+                             vllm_engine={"tensor_parallel_size": 2})
     assert not made  # nothing loaded until there is something to judge
     assert judge.run([{"completion": "x"}])[0].value == 50.0
-    assert made == {"backend": "hf", "path": "/models/judge", "revision": "abc", "adapter": None, "dtype": "bf16"}
+    assert made == {"backend": "hf", "path": "/models/judge", "revision": "abc", "adapter": None, "dtype": "bf16",
+                    "vllm_engine": {"tensor_parallel_size": 2}}
     assert judge.system_prompt == "You are a careful grader."
     assert judge.params == SamplingParams(temperature=0.0, max_new_tokens=4)
 

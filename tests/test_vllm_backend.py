@@ -12,6 +12,7 @@ GPU the vLLM path is untested.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -24,7 +25,7 @@ import pytest
 from sublim.backends.base import Chat, SamplingParams
 from sublim.backends.vllm import (
     VLLMApi, VLLMSampler, answer_token_ids, chunk_starts, end_token_ids, engine_kwargs, import_vllm,
-    request_seed, sampling_kwargs, sum_answer_logprobs, vllm_dtype,
+    lora_rank_limit, request_seed, sampling_kwargs, sum_answer_logprobs, vllm_dtype,
 )
 
 # Argument names of vLLM 0.32's documented offline API that sublim may use.
@@ -196,7 +197,8 @@ def test_engine_arguments(tok_dir, adapter_dir):
     assert kw["enable_lora"] is False and "max_lora_rank" not in kw
 
     _, eng = sampler(tok_dir, adapter=str(adapter_dir), dtype="fp32", engine_args={"enforce_eager": True})
-    assert eng.kwargs["enable_lora"] is True and eng.kwargs["max_lora_rank"] == 64 and eng.kwargs["max_loras"] == 1
+    # max_lora_rank unset: fitted to the adapter's rank (8, one of vLLM's choices)
+    assert eng.kwargs["enable_lora"] is True and eng.kwargs["max_lora_rank"] == 8 and eng.kwargs["max_loras"] == 1
     assert eng.kwargs["dtype"] == "float32" and eng.kwargs["enforce_eager"] is True
 
 
@@ -266,8 +268,48 @@ def test_lora_request_on_every_call_when_an_adapter_is_given(tok_dir, adapter_di
 
 
 def test_adapter_rank_above_max_lora_rank_fails_clearly(tok_dir, adapter_dir):
-    with pytest.raises(ValueError, match="rank 8 > max_lora_rank=4"):
+    with pytest.raises(ValueError, match=r"rank 8 > sampler.vllm.max_lora_rank=4"):
         sampler(tok_dir, adapter=str(adapter_dir), max_lora_rank=4)
+
+
+@pytest.mark.parametrize("rank, limit", [(2, 8), (8, 8), (9, 16), (32, 32), (128, 128), (300, 320), (512, 512)])
+def test_max_lora_rank_is_fitted_to_the_adapter(tmp_path, rank, limit):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    assert lora_rank_limit(str(tmp_path), None) == limit
+    assert lora_rank_limit(str(tmp_path), 512) == 512  # an explicit limit that holds it is kept
+
+
+def test_max_lora_rank_errors_name_the_key(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 1024}))
+    with pytest.raises(ValueError, match="vLLM serves at most 512"):
+        lora_rank_limit(str(tmp_path), None)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="sampler.vllm.max_lora_rank"):
+        lora_rank_limit(str(tmp_path), None)
+    assert lora_rank_limit(str(tmp_path), 64) == 64  # unreadable rank, explicit limit: vLLM will check
+
+
+def test_sampler_vllm_config_reaches_the_engine(tok_dir, adapter_dir, monkeypatch):
+    """sampler.vllm.* from the command line -> backends.make_sampler -> vllm.LLM(...) keywords."""
+    from hydra import compose, initialize_config_dir
+
+    from sublim import backends
+    from sublim.backends import vllm as vllm_backend
+    from sublim.config import register, to_typed
+
+    api, engines = make_api(None)
+    monkeypatch.setattr(vllm_backend, "import_vllm", lambda: api)
+    register()
+    conf = Path(vllm_backend.__file__).parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = to_typed(compose("config", overrides=[
+            "sampler.vllm.gpu_memory_utilization=0.5", "sampler.vllm.tensor_parallel_size=2",
+            "sampler.vllm.max_model_len=1024", "+sampler.vllm.engine_args.enforce_eager=true"]))
+    engine = dataclasses.asdict(cfg.sampler.vllm)
+    backends.make_sampler("vllm", str(tok_dir), adapter=str(adapter_dir), vllm_engine=engine)
+    kw = engines[0].kwargs
+    assert (kw["gpu_memory_utilization"], kw["tensor_parallel_size"], kw["max_model_len"]) == (0.5, 2, 1024)
+    assert kw["enforce_eager"] is True and kw["max_lora_rank"] == 8
 
 
 # ----------------------------------------------------------------------------- batching and resume

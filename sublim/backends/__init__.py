@@ -27,7 +27,9 @@ def resolve_backend(name: str) -> tuple[str, str]:
 
 
 def make_sampler(backend: str, path: str, revision: Optional[str] = None, adapter: Optional[str] = None,
-                 dtype: str = "auto", trust_remote_code: bool = False):
+                 dtype: str = "auto", trust_remote_code: bool = False, vllm_engine: Optional[dict] = None):
+    """A sampler of `backend`; `vllm_engine` holds the vLLM engine options (sampler.vllm), which
+    the hf backend does not need."""
     if backend == "hf":
         from sublim.backends.hf import HFSampler
 
@@ -35,5 +37,5 @@ def make_sampler(backend: str, path: str, revision: Optional[str] = None, adapte
     if backend == "vllm":
         from sublim.backends.vllm import VLLMSampler
 
-        return VLLMSampler(path, revision, adapter, dtype, trust_remote_code)
+        return VLLMSampler(path, revision, adapter, dtype, trust_remote_code, **(vllm_engine or {}))
     raise ValueError(f"sampler.backend={backend!r} is unknown; known: hf, vllm")

@@ -74,7 +74,7 @@ def vllm_dtype(dtype: str) -> str:
 
 def engine_kwargs(path: str, revision: Optional[str], adapter: Optional[str], dtype: str, trust_remote_code: bool,
                   *, gpu_memory_utilization: float, tensor_parallel_size: int, max_model_len: int,
-                  max_lora_rank: int, seed: int, extra: Optional[dict] = None) -> dict:
+                  max_lora_rank: Optional[int], seed: int, extra: Optional[dict] = None) -> dict:
     """Keyword arguments of `vllm.LLM(...)`."""
     kw: dict[str, Any] = dict(
         model=path, revision=revision, tokenizer_revision=revision, dtype=vllm_dtype(dtype),
@@ -155,6 +155,28 @@ def adapter_rank(adapter: str) -> Optional[int]:
         return None
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's LoRAConfig.max_lora_rank choices
+
+
+def lora_rank_limit(adapter: str, max_lora_rank: Optional[int]) -> int:
+    """The engine's max_lora_rank: the one asked for (checked against the adapter), or with None
+    the smallest value vLLM accepts that holds the adapter's rank (a larger limit costs memory)."""
+    rank = adapter_rank(adapter)
+    if max_lora_rank is not None:
+        if rank is not None and rank > max_lora_rank:
+            raise ValueError(f"the adapter {adapter} has LoRA rank {rank} > sampler.vllm.max_lora_rank="
+                             f"{max_lora_rank}; raise it or leave it null (fitted to the adapter)")
+        return max_lora_rank
+    if rank is None:
+        raise ValueError(f"{adapter}/adapter_config.json has no readable LoRA rank `r`: is it a PEFT LoRA "
+                         "adapter? Or set sampler.vllm.max_lora_rank")
+    fits = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if not fits:
+        raise ValueError(f"the adapter {adapter} has LoRA rank {rank}; vLLM serves at most {VLLM_LORA_RANKS[-1]}: "
+                         "use sampler=hf for it")
+    return fits[0]
+
+
 def chunk_starts(n: int, start: int, batch_size: int, chunk_prompts: int) -> Iterator[tuple[int, int]]:
     """(chunk start, chunk end) over prompts [batch boundary at or before start, n).
 
@@ -199,7 +221,7 @@ class VLLMSampler:
     def __init__(self, path: str, revision: Optional[str] = None, adapter: Optional[str] = None,
                  dtype: str = "auto", trust_remote_code: bool = False, *,
                  gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1, max_model_len: int = 2048,
-                 max_lora_rank: int = 64, seed: int = 0, chunk_prompts: int = 2048,
+                 max_lora_rank: Optional[int] = None, seed: int = 0, chunk_prompts: int = 2048,
                  engine_args: Optional[dict] = None, api: Optional[VLLMApi] = None):
         from sublim.models import load_tokenizer
 
@@ -209,10 +231,7 @@ class VLLMSampler:
         self.end_ids = end_token_ids(self._generation_eos(path, revision, trust_remote_code),
                                      self.tokenizer.eos_token_id)
         if adapter is not None:
-            rank = adapter_rank(adapter)
-            if rank is not None and rank > max_lora_rank:
-                raise ValueError(f"the adapter {adapter} has LoRA rank {rank} > max_lora_rank={max_lora_rank}; "
-                                 "raise max_lora_rank")
+            max_lora_rank = lora_rank_limit(str(adapter), max_lora_rank)
         self.lora_request = self.api.LoRARequest(ADAPTER_NAME, ADAPTER_ID, str(adapter)) if adapter else None
         self.engine_kwargs = engine_kwargs(
             path, revision, adapter, dtype, trust_remote_code, gpu_memory_utilization=gpu_memory_utilization,
