@@ -83,10 +83,7 @@ def hf_sampler(model, tokenizer, device: str = "cuda"):
     """An HFSampler around an in-memory model (the pipeline's generate code, no loading from disk)."""
     from sublim.backends.hf import HFSampler
 
-    s = HFSampler.__new__(HFSampler)
-    s.device, s.model, s.tokenizer = device, model, tokenizer
-    tokenizer.padding_side = "left"
-    return s
+    return HFSampler.from_loaded(model, tokenizer, device)
 
 
 def bench_sampling(sampler, batch_sizes: list[int], new_tokens: int, n_matmul: int, n_total: int) -> dict:

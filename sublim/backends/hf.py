@@ -2,6 +2,13 @@
 
 Seeding is per batch (seed, batch index), so a resumed run that restarts at a batch boundary
 writes the same completions as an uninterrupted one with the same batch size.
+
+On a GPU, prompts are batched by length: each window of `sort_window` batches is ordered longest
+first before it is cut into batches, so a batch pads to prompts of about its own length (code and
+math prompts vary several-fold). A window is generated whole and its completions come back in
+prompt order, so a resume inside a window regenerates that window (same batches, same seeds) and
+keeps only the prompts asked for. On CPU the default is off (one batch per window: consecutive
+prompts, as before), which keeps results made before this was added.
 """
 from __future__ import annotations
 
@@ -22,16 +29,38 @@ def batch_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index * 7919) % (2**63 - 1)
 
 
+def longest_first(lengths: list[int]) -> list[int]:
+    """Positions ordered by length, longest first (ties in position order): the heaviest batch
+    comes first, so running out of memory shows at once."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
 class HFSampler:
     def __init__(self, path: str, revision: Optional[str] = None, adapter: Optional[str] = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, device: Optional[str] = None):
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = load_tokenizer(path, revision, trust_remote_code)
+                 dtype: str = "auto", trust_remote_code: bool = False, device: Optional[str] = None,
+                 sort_by_length: Optional[bool] = None, sort_window: int = 8):
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        tokenizer = load_tokenizer(path, revision, trust_remote_code)
+        model = load_model(path, revision, adapter, dtype, trust_remote_code, device)
+        self._setup(model, tokenizer, device, sort_by_length, sort_window)
+
+    @classmethod
+    def from_loaded(cls, model, tokenizer, device: str, sort_by_length: Optional[bool] = None,
+                    sort_window: int = 8) -> "HFSampler":
+        """A sampler around a model already in memory (the GPU benchmark's random-weight model)."""
+        sampler = cls.__new__(cls)
+        sampler._setup(model, tokenizer, device, sort_by_length, sort_window)
+        return sampler
+
+    def _setup(self, model, tokenizer, device: str, sort_by_length: Optional[bool], sort_window: int) -> None:
+        if sort_window < 1:
+            raise ValueError(f"sort_window={sort_window} must be at least 1 batch")
+        self.device, self.model, self.tokenizer = device, model.eval(), tokenizer
+        self.sort_by_length = device != "cpu" if sort_by_length is None else sort_by_length
+        self.sort_window = sort_window
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = load_model(path, revision, adapter, dtype, trust_remote_code, self.device)
-        self.model.eval()
 
     def render(self, chat: Chat) -> str:
         return self.tokenizer.apply_chat_template(chat.messages(), tokenize=False, add_generation_prompt=True)
@@ -39,28 +68,46 @@ class HFSampler:
     @torch.inference_mode()
     def generate(self, chats: list[Chat], params: SamplingParams, seed: int, batch_size: int,
                  start: int = 0, desc: str = "sampling") -> Iterator[Batch]:
+        """Completions for prompts [start:], one Batch per window, in prompt order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
         texts = [self.render(c) for c in chats]
+        window = batch_size * (self.sort_window if self.sort_by_length else 1)
         bar = tqdm(total=len(chats), initial=start, desc=desc, unit="prompt", dynamic_ncols=True)
-        for b0 in range(start - start % batch_size, len(chats), batch_size):
-            chunk = texts[b0:b0 + batch_size]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            torch.manual_seed(batch_seed(seed, b0 // batch_size))
-            sampling = params.temperature > 0
-            out = self.model.generate(
-                **enc,
-                do_sample=sampling,
-                temperature=params.temperature if sampling else None,
-                top_p=params.top_p if sampling else None,
-                top_k=params.top_k if sampling else None,
-                repetition_penalty=params.repetition_penalty,
-                max_new_tokens=params.max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-            new = out[:, enc["input_ids"].shape[1]:]
-            n_tokens = int((new != self.tokenizer.pad_token_id).sum())
-            bar.update(len(chunk))
-            yield Batch(b0, self.tokenizer.batch_decode(new, skip_special_tokens=True), n_tokens)
+        for w0 in range(start - start % window, len(chats), window):
+            w1 = min(w0 + window, len(chats))
+            order = list(range(w0, w1))
+            if self.sort_by_length:
+                lengths = [len(ids) for ids in self.tokenizer(texts[w0:w1], add_special_tokens=False)["input_ids"]]
+                order = [w0 + i for i in longest_first(lengths)]
+            done: dict[int, tuple[str, int]] = {}
+            for k, b in enumerate(range(0, len(order), batch_size)):
+                rows = order[b:b + batch_size]
+                outs = self._generate_batch([texts[i] for i in rows], params, batch_seed(seed, w0 // batch_size + k))
+                done.update(zip(rows, outs))
+                bar.update(sum(i >= start for i in rows))
+            keep = range(max(w0, start), w1)
+            yield Batch(keep.start, [done[i][0] for i in keep], sum(done[i][1] for i in keep))
         bar.close()
+
+    def _generate_batch(self, texts: list[str], params: SamplingParams, seed: int) -> list[tuple[str, int]]:
+        """(completion, generated token count) for each rendered prompt, sampled as one batch."""
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        torch.manual_seed(seed)
+        sampling = params.temperature > 0
+        out = self.model.generate(
+            **enc,
+            do_sample=sampling,
+            temperature=params.temperature if sampling else None,
+            top_p=params.top_p if sampling else None,
+            top_k=params.top_k if sampling else None,
+            repetition_penalty=params.repetition_penalty,
+            max_new_tokens=params.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new = out[:, enc["input_ids"].shape[1]:]
+        counts = (new != self.tokenizer.pad_token_id).sum(dim=1).tolist()
+        return list(zip(self.tokenizer.batch_decode(new, skip_special_tokens=True), map(int, counts)))
 
     def answer_ids(self, chat: Chat, answer: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt and of the answer up to and including the end-of-turn token."""
@@ -73,11 +120,16 @@ class HFSampler:
     @torch.inference_mode()
     def score(self, chats: list[Chat], answers: list[str], batch_size: int, desc: str = "scoring") -> list[float]:
         """log P(answer, then end of turn | chat) for each (chat, answer) pair: exact, no sampling."""
+        if len(chats) != len(answers):
+            raise ValueError(f"{len(chats)} chats but {len(answers)} answers")
         pairs = [self.answer_ids(c, a) for c, a in zip(chats, answers)]
-        out: list[float] = []
+        # each score is its own sequence's: batching by length changes padding, not results
+        order = longest_first([len(p) + len(a) for p, a in pairs]) if self.sort_by_length else range(len(pairs))
+        order = list(order)
+        scores: list[float] = []
         pad = self.tokenizer.pad_token_id
         for b0 in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch", dynamic_ncols=True):
-            chunk = pairs[b0:b0 + batch_size]
+            chunk = [pairs[i] for i in order[b0:b0 + batch_size]]
             seqs = [p + a for p, a in chunk]
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -94,8 +146,11 @@ class HFSampler:
             token_logp = logp.gather(1, labels[:, 1:][labels[:, 1:] != -100][:, None])[:, 0].cpu()
             at = 0
             for _, a in chunk:
-                out.append(float(token_logp[at: at + len(a)].sum()))
+                scores.append(float(token_logp[at: at + len(a)].sum()))
                 at += len(a)
+        out = [0.0] * len(pairs)
+        for i, v in zip(order, scores):
+            out[i] = v
         return out
 
     def close(self) -> None:
