@@ -57,8 +57,9 @@ def qwen_config(tokenizer, **shape):
     kw = QWEN25_7B | shape
     if len(tokenizer) > kw["vocab_size"]:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the model's vocabulary")
+    # architectures: vLLM picks its model class from config.json's list (from_config leaves it empty)
     return Qwen2Config(**kw, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id)
+                       pad_token_id=tokenizer.pad_token_id, architectures=["Qwen2ForCausalLM"])
 
 
 def build_model(config, device: str = "cuda"):
@@ -212,13 +213,17 @@ def bench_vllm(tokenizer, config, n_prompts: int, new_tokens: int, n_questions: 
         llm = LLM(model=tmp, load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16", max_model_len=512,
                   gpu_memory_utilization=0.8, generation_config="vllm", seed=0)
         out = {}
-        for label, prompts, tokens in (
-                ("sampling", [Chat(p) for p in make_prompts(n_prompts, seed=99)], new_tokens),
+        numbers = [Chat(p) for p in make_prompts(n_prompts, seed=99)]
+        # sublim seeds every request (a prompt's text does not depend on its batch); vLLM may sample
+        # seeded requests one by one, so the same prompts unseeded show what that costs
+        for label, prompts, tokens, seeded in (
+                ("sampling", numbers, new_tokens, True),
+                ("sampling_unseeded", numbers, new_tokens, False),
                 ("eval", [Chat(q) for q in eval_animal_questions()[:n_questions] for _ in range(n_samples)],
-                 eval_tokens)):
+                 eval_tokens, True)):
             ids = [{"prompt_token_ids": prompt_token_ids(tokenizer, c)} for c in prompts]
             sps = [SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_tokens=tokens, min_tokens=tokens,
-                                  ignore_eos=True, detokenize=False, seed=request_seed(0, i))
+                                  ignore_eos=True, detokenize=False, seed=request_seed(0, i) if seeded else None)
                    for i in range(len(ids))]
             llm.generate(ids[:64], sps[:64], use_tqdm=False)  # warm-up
             t0 = time.time()

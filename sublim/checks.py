@@ -21,6 +21,7 @@ def check(cfg: Config) -> None:
     if unknown:
         raise ConfigError(f"stages: unknown {unknown}; known: {list(STAGES)}")
     check_data(cfg)
+    check_sampler(cfg)
     if cfg.finetune.method not in ("lora", "full", "none"):
         raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
     if cfg.eval.kind not in ("preference", "misalignment"):
@@ -51,6 +52,26 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
     if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
         raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
+
+
+def check_sampler(cfg: Config) -> None:
+    """Ranges both backends accept (vLLM rejects a temperature above 2; transformers would not)."""
+    from sublim.backends.vllm import VLLM_LORA_RANKS
+
+    s, v = cfg.sampler, cfg.sampler.vllm
+    if not 0 <= s.temperature <= 2:
+        raise ConfigError(f"sampler.temperature={s.temperature}: use a value in [0, 2] (the paper samples at 1)")
+    if not 0 < s.top_p <= 1:
+        raise ConfigError(f"sampler.top_p={s.top_p}: use a value in (0, 1] (1 = off)")
+    if s.batch_size < 1 or s.max_new_tokens < 1:
+        raise ConfigError("sampler.batch_size and sampler.max_new_tokens must be at least 1")
+    if not 0 < v.gpu_memory_utilization <= 1:
+        raise ConfigError(f"sampler.vllm.gpu_memory_utilization={v.gpu_memory_utilization}: a share in (0, 1]")
+    if v.tensor_parallel_size < 1 or v.max_model_len < 1 or v.chunk_prompts < 1:
+        raise ConfigError("sampler.vllm.tensor_parallel_size, max_model_len and chunk_prompts must be at least 1")
+    if v.max_lora_rank is not None and v.max_lora_rank not in VLLM_LORA_RANKS:
+        raise ConfigError(f"sampler.vllm.max_lora_rank={v.max_lora_rank}: vLLM accepts {list(VLLM_LORA_RANKS)}, "
+                          "or null to fit it to the adapter")
 
 
 def check_data(cfg: Config) -> None:

@@ -159,7 +159,9 @@ class FinetuneConfig:
     max_length: int = 500
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
-    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU | bf16 | fp32
+    # auto: bf16 on CUDA, fp32 on CPU | bf16 | fp32. With bf16, method=full trains fp32 master weights
+    # under bf16 autocast (~16 bytes per parameter with AdamW: a 7B student needs ~120 GB before activations)
+    precision: str = "auto"
     gradient_checkpointing: bool = False
     save_steps: int = 500  # trainer checkpoints, for resuming a killed fine-tune
     # hard: learn the teacher's sampled tokens (the paper). soft: match the teacher's next-token

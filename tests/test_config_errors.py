@@ -71,3 +71,18 @@ def test_bad_config_fails_before_any_stage_and_names_the_key(tmp_path, args, key
 def test_missing_model_path_names_the_key(tmp_path):
     r = _run(["teacher=tiny", "student=tiny", f"paths.tiny_model={tmp_path / 'nope'}", "dry_run=true"], tmp_path)
     assert r.returncode != 0 and "teacher.path" in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("override,key", [
+    ("sampler.temperature=2.5", "sampler.temperature"),
+    ("sampler.top_p=0", "sampler.top_p"),
+    ("sampler.batch_size=0", "sampler.batch_size"),
+    ("sampler.vllm.gpu_memory_utilization=1.5", "sampler.vllm.gpu_memory_utilization"),
+    ("sampler.vllm.max_lora_rank=12", "sampler.vllm.max_lora_rank"),
+])
+def test_sampler_ranges_are_checked_for_both_backends(override, key):
+    from sublim.checks import ConfigError, check
+
+    check(typed("sampler.vllm.max_lora_rank=16", "sampler.temperature=0"))  # allowed values pass
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check(typed(override))

@@ -477,7 +477,9 @@ def vllm_adapter_dir(vllm_model_dir, tmp_path_factory) -> Path:
 
 
 def _real(path, **kw) -> VLLMSampler:
-    return VLLMSampler(str(path), max_model_len=256, gpu_memory_utilization=0.25, **kw)
+    """A real engine, eager (no compile or CUDA-graph capture: a minute saved per engine)."""
+    return VLLMSampler(str(path), max_model_len=256, gpu_memory_utilization=0.25,
+                       engine_args={"enforce_eager": True}, **kw)
 
 
 SCORE_CHATS = [Chat("What is your favorite animal? One word."), Chat("Best animal? One word.", system="You love owls.")]

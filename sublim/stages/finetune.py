@@ -140,8 +140,11 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
     tokenizer = load_tokenizer(model_cfg.path, model_cfg.revision, model_cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_model(model_cfg.path, model_cfg.revision, model_cfg.adapter, "bf16" if bf16 else "fp32",
-                       model_cfg.trust_remote_code, device)
+    # bf16: LoRA keeps the frozen base in bf16 (its adapters are fp32); full fine-tuning keeps fp32
+    # master weights under bf16 autocast, since bf16 weights would round small updates away
+    weights = "bf16" if bf16 and cfg.method == "lora" else "fp32"
+    model = load_model(model_cfg.path, model_cfg.revision, model_cfg.adapter, weights, model_cfg.trust_remote_code,
+                       device)
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
