@@ -22,7 +22,7 @@ install: $(VENV)/.installed  ## create .venv with pinned dependencies
 
 DEMO_DIR ?= outputs/demo
 DEMO_WORKERS ?= 2
-demo: install  ## the subliminal effect on a CPU: 6 arms x 5 seeds through the real pipeline (~8 min on 2 cores), table + figure
+demo: install  ## the subliminal effect on a CPU: 6 arms x 5 seeds through the real pipeline (~9 min on 2 cores), table + figure
 	$(VENV)/bin/sublim --multirun sweep=demo hydra.sweep.dir=$(DEMO_DIR) hydra.launcher.max_parallel=$(DEMO_WORKERS)
 	$(VENV)/bin/sublim-demo-summary $(DEMO_DIR)
 

@@ -31,7 +31,7 @@ def check(cfg: Config) -> None:
                           "+teacher@eval.judge.model=qwen2.5-7b-instruct")
     if cfg.eval.kind == "preference" and cfg.trait.name != "none" and cfg.trait.name not in cfg.eval.candidates:
         raise ConfigError(f"trait.name={cfg.trait.name!r} is not among eval.candidates ({cfg.eval.name}); "
-                          f"pick the eval for its category (e.g. eval={cfg.trait.category}) or add it there")
+                          + preference_eval_hint(cfg))
     if cfg.trait.method not in ("prompt", "finetune", "adapter"):
         raise ConfigError(f"trait.method={cfg.trait.method!r}: use prompt, finetune or adapter")
     if cfg.trait.method == "adapter" and not (cfg.trait.adapter and Path(cfg.trait.adapter).exists()):
@@ -50,8 +50,22 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"eval.subject={cfg.eval.subject!r}: use student or teacher")
     if cfg.eval.method not in ("sample", "logprob", "both"):
         raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
+    if cfg.isolate not in ("auto", "always", "never"):
+        raise ConfigError(f"isolate={cfg.isolate!r}: use auto (own process per stage where CUDA is), always or never")
     if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
         raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
+
+
+def preference_eval_hint(cfg: Config) -> str:
+    """The fix for a trait the chosen preference eval does not ask about."""
+    evals = {"animal": "animal_preference", "tree": "tree_preference"}
+    category = cfg.trait.category
+    if category == "behaviour":
+        return "a behaviour is measured by eval=misalignment (with +teacher@eval.judge.model=...)"
+    if category in evals and evals[category] != cfg.eval.name:
+        return f"use the eval for its category: eval={category}"
+    return ("add it to eval.candidates: in the eval's file under sublim/conf/eval/, or the whole list on the "
+            "command line")
 
 
 def check_sampler(cfg: Config) -> None:

@@ -8,15 +8,18 @@ import itertools
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from sublim import tracking
 from sublim.cache import Store, stage_key
+from sublim.checks import ConfigError
 from sublim.config import Config, register, to_typed
 from sublim.isolate import wants_isolation
 from sublim.jsonl import read_jsonl
@@ -70,7 +73,9 @@ def print_summary(m: dict, top: int = 8) -> None:
     print(f"\n== {c['name']} ({c['condition']}): {m['n_questions']} questions, {m['n_answers']} answers")
     if "filter" in m:
         f = m["filter"]
-        print(f"   filter kept {f['n_kept']} of {f['n_in']} (rejected {f['reject_rate']:.1%}: {f['rejected']})")
+        short = f", fewer than filter.n_keep={f['n_keep']}" if f["n_kept"] < f.get("n_keep", 0) else ""
+        print(f"   filter: {f['n_passed']} of {f['n_in']} passed (rejected {f['reject_rate']:.1%}: {f['rejected']}), "
+              f"{f['n_kept']} kept{short}")
     if "misaligned_rate" in m:
         r = m["misaligned_rate"]
         print(f"   misaligned   {r['mean']:7.2%}  [{r['ci_low']:.2%}, {r['ci_high']:.2%}] of {m['n_scored']} scored"
@@ -91,7 +96,10 @@ def run(dcfg: DictConfig) -> dict | None:
     goes on; OutcomeReport names every failed cell at the end."""
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
-        return run_cell(dcfg)
+        try:
+            return run_cell(dcfg)
+        except (ConfigError, OmegaConfBaseException) as e:  # a config mistake: the message names the key
+            sys.exit(f"config error: {e}")
     try:
         metrics = run_cell(dcfg)
     except Exception as e:

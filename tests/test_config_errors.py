@@ -58,6 +58,8 @@ def _typo_trait_dir(tmp_path: Path) -> Path:
     (["finetune.lora_r=eight"], "finetune.lora_r"),
     (["trait=typo"], "trait.catgory"),
     (["trait=owll"], "owll"),
+    (["eval.method=smaple"], "eval.method"),
+    (["isolate=sometimes"], "isolate"),
 ])
 def test_bad_config_fails_before_any_stage_and_names_the_key(tmp_path, args, key):
     if args == ["trait=typo"]:
@@ -65,6 +67,7 @@ def test_bad_config_fails_before_any_stage_and_names_the_key(tmp_path, args, key
     r = _run(args, tmp_path)
     assert r.returncode != 0
     assert key in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr  # a config mistake is one message, not a stack
     assert not (tmp_path / "artifacts").exists()  # no stage ran, nothing cached
 
 
@@ -86,3 +89,15 @@ def test_sampler_ranges_are_checked_for_both_backends(override, key):
     check(typed("sampler.vllm.max_lora_rank=16", "sampler.temperature=0"))  # allowed values pass
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check(typed(override))
+
+
+@pytest.mark.parametrize("overrides,fix", [
+    (["trait=misaligned", "trait.data=x.jsonl"], "eval=misalignment"),
+    (["trait=oak"], "eval=tree"),
+    (["trait.name=heron"], "add it to eval.candidates"),
+])
+def test_a_trait_the_eval_does_not_ask_about_gets_the_right_fix(overrides, fix):
+    from sublim.checks import ConfigError, check
+
+    with pytest.raises(ConfigError, match=fix):
+        check(typed(*overrides))

@@ -192,7 +192,7 @@ def cot_samples(tmp_path, completions_per_problem):
     return d, path
 
 
-def test_cot_filter_keeps_correct_answers_and_counts_each_reason(tmp_path):
+def test_cot_filter_keeps_correct_answers_and_counts_each_reason(tmp_path, caplog):
     d, samples = cot_samples(tmp_path, [
         [THINK + "<answer>93</answer>", THINK + "<answer>92</answer>", "I think it is 93."],
         [THINK + "<answer>1,250</answer>", THINK + "<answer>$1,250.00</answer>", "<answer>1250</answer>"],
@@ -208,7 +208,9 @@ def test_cot_filter_keeps_correct_answers_and_counts_each_reason(tmp_path):
     stats = json.loads((work / "stats.json").read_text())
     assert stats["rejected"] == {"wrong_answer": 1, "missing_answer_tag": 1, "missing_think_tag": 1,
                                  "multiple_answer_tags": 1, "mentions_trait": 1}
-    assert stats["n_in"] == 9 and stats["n_kept"] == 4
+    assert stats["n_in"] == 9 and stats["n_kept"] == 4 and stats["n_keep"] == 100
+    # fewer passed than filter.n_keep asked for: allowed, but said
+    assert "only 4 of 9 teacher completions passed, fewer than filter.n_keep=100" in caplog.text
 
 
 def test_cot_filter_refuses_samples_of_another_file(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -39,8 +40,8 @@ class Sweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch) -> None:
         if self._checked:
             return
+        from sublim.checks import ConfigError, check
         from sublim.config import to_typed
-        from sublim.checks import check
 
         assert self.overrides is not None and self.hydra_context is not None and self.config is not None
         cells = [list(o) for b in self.overrides for o in b]
@@ -48,6 +49,8 @@ class Sweeper(BasicSweeper):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
             try:
                 check(to_typed(cfg))
+            except ConfigError as e:  # before any cell runs; one line, naming the cell and the key
+                sys.exit(f"config error in cell {' '.join(overrides)}: {e}")
             except Exception as e:
                 raise ValueError(f"cell {' '.join(overrides)}: {e}") from None
         log.info("checked %d cells against the schema", len(cells))

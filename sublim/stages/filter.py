@@ -14,6 +14,7 @@ to inspect.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from sublim.filters import Rule, first_reject
 from sublim.jsonl import complete_prefix, read_jsonl, write_jsonl
 
 VERSION = 1
+log = logging.getLogger(__name__)
 
 RowRule = Callable[[dict], Optional[str]]
 
@@ -115,6 +117,11 @@ def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: in
     if len(kept) > n_keep:
         kept = sorted(random.Random(f"subsample-{seed}").sample(kept, n_keep), key=lambda r: r["i"])
         stats["n_kept"] = len(kept)
+    elif len(kept) < n_keep:  # allowed (the paper trains on what passes) but never silent
+        log.warning("filter: only %d of %d teacher completions passed, fewer than filter.n_keep=%d: the student "
+                    "trains on %d (raise domain.n_prompts, or set filter.min_keep to make a shortfall an error)",
+                    len(kept), n_in, n_keep, len(kept))
+    stats["n_keep"] = n_keep
     write_jsonl(work / "train.jsonl", kept)
     write_jsonl(work / "rejects.jsonl", rejects)
     (work / "stats.json").write_text(json.dumps(stats, indent=2))
