@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     mis = misalignment(col, args.confidence)
     notes = gaps(col, summ)
 
-    col.cells.to_csv(out / "cells.csv", index=False)
+    col.cells.drop(columns=["settings", "setting_kv"]).to_csv(out / "cells.csv", index=False)  # setting: the label
     col.rates.merge(col.cells[["job", "name", "condition"]], on="job").to_csv(out / "rates.csv", index=False)
     summ.to_csv(out / "summary.csv", index=False)
     pd.DataFrame([vars(p) | {"overrides": " ".join(p.overrides)} for p in col.problems],

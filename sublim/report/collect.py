@@ -6,7 +6,8 @@ the statistics downstream see clean tables and the report can list every hole in
 crashing on it.
 
 Tables (pandas, one integer `job` id joins them):
-- cells: one row per job (cell fields, target, target rate and its CI, misaligned rate, ...).
+- cells: one row per job (cell fields, target, target rate and its CI, misaligned rate, ...,
+  `setting`: what else differs from comparable cells, see sublim.report.settings).
 - rates: one row per job x candidate (the eval's rate, its CI across questions, per-question
   spread). Every candidate is there, so one control/base evaluation serves every target.
 - questions: one row per job x candidate x question (the per-question rate).
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from sublim.report.settings import job_settings, setting_labels
 
 CELL_FIELDS = ["condition", "group", "name", "trait", "domain", "teacher", "student", "finetune",
                "seed", "data_seed", "experiment"]
@@ -204,6 +207,8 @@ def collect(paths: list[str | Path]) -> Collection:
         cells_df[col] = pd.to_numeric(cells_df[col], errors="coerce").astype("Int64")
     for col in ("trait", "domain", "teacher", "student", "finetune", "experiment"):
         cells_df[col] = cells_df[col].fillna("-").astype(str)
+    cells_df["settings"] = [job_settings(Path(p)) for p in cells_df["path"]]
+    cells_df = setting_labels(cells_df)
     return Collection(cells=cells_df,
                       rates=pd.DataFrame(rates, columns=["job", "candidate", "rate", "ci_low", "ci_high", "q_n",
                                                          "q_sd", "q_min", "q_max"]),

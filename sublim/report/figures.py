@@ -32,7 +32,8 @@ STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.dp
 
 
 def _panel_title(keys: dict) -> str:
-    return f"teacher {keys['teacher']} → student {keys['student']} · {keys['domain']} · {keys['finetune']}"
+    setting = f" · {keys['setting']}" if keys.get("setting") else ""
+    return f"teacher {keys['teacher']} → student {keys['student']} · {keys['domain']} · {keys['finetune']}{setting}"
 
 
 def _n_label(ns: list[int]) -> str:

@@ -61,6 +61,7 @@ def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: p
     keys = varying(c) if len(c) else []
     fixed = {k: c[c["condition"] != "base"][k].iloc[0] for k in GROUP_KEYS
              if k not in keys and (c["condition"] != "base").any()}
+    fixed = {k: v for k, v in fixed.items() if v != ""}  # no setting differs: nothing to say
     counts = ", ".join(f"{n} {k}" for k, n in c["condition"].value_counts().sort_index().items())
     s = ["# sublim report", "",
          f"Inputs: {', '.join(col.paths)}  ", f"Cells: {len(c)}" + (f" ({counts})" if counts else "")

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from sublim.report.collect import Collection
+from sublim.report.settings import matches
 from sublim.stats import Interval, difference_interval, t_interval
 
-GROUP_KEYS = ["domain", "teacher", "student", "finetune"]
+GROUP_KEYS = ["domain", "teacher", "student", "finetune", "setting"]  # setting: see sublim.report.settings
 CONDITION_ORDER = ["base", "control", "treatment", "teacher"]  # teacher: the teacher model itself evaluated
 
 
@@ -83,13 +84,19 @@ def rise_interval(treated, baseline, confidence: float) -> Interval:
     return difference_interval(treated, baseline, confidence, paired=False)
 
 
-def _baseline(v: pd.DataFrame, row: pd.Series) -> tuple[str, pd.DataFrame]:
+def _baseline(v: pd.DataFrame, row: pd.Series, kv: tuple = ()) -> tuple[str, pd.DataFrame]:
     """The student's own baseline for a treatment group: control (same teacher) > control (other
     teacher, same student) > base (same student); controls whose teacher got "no trait" the same
-    way (prompt, finetune) first. A teacher evaluated itself is compared with its untouched model."""
+    way (prompt, finetune) first. A teacher evaluated itself is compared with its untouched model.
+    `kv`: the group's setting (e.g. finetune.lora_r=2), which a control must share (a base model,
+    never fine-tuned, the settings outside finetune.*); none that does: no baseline."""
     if row["condition"] == "teacher":
         base = v[(v["condition"] == "base") & (v["student"] == row["teacher"])]
         return ("base (teacher's model)" if len(base) else ""), base
+    if kv and "settings" in v:
+        untrained = v["condition"] == "base"
+        v = v[(untrained & matches(v["settings"], tuple((k, x) for k, x in kv if not k.startswith("finetune."))))
+              | (~untrained & matches(v["settings"], kv))]
     same = (v["student"] == row["student"])
     ctrl = v[(v["condition"] == "control") & same & (v["domain"] == row["domain"]) & (v["finetune"] == row["finetune"])]
     same_way = ctrl["trait"].map(trait_variant) == trait_variant(row["trait"])
@@ -127,7 +134,7 @@ def summary(col: Collection, targets: list[str] | None = None, confidence: float
                    "q_sd": float(g["q_sd"].mean()), "q_min": lo, "q_max": hi,
                    "baseline": "", "rise": math.nan, "rise_low": math.nan, "rise_high": math.nan}
             if row["condition"] not in ("base", "control"):
-                label, b = _baseline(v, pd.Series(row))
+                label, b = _baseline(v, pd.Series(row), g["setting_kv"].iloc[0] if "setting_kv" in g else ())
                 if len(b):
                     d = rise_interval(g["value"].to_numpy(), b["value"].to_numpy(), confidence)
                     label += " (1 seed, fixed)" if len(b) == 1 else ""

@@ -1,0 +1,83 @@
+"""What else differs between cells that share a name: the setting a group must not pool over.
+
+A cell's name says trait, domain, teacher, student and fine-tuning method, not every setting, so
+a LoRA-rank sweep (finetune=lora_r2,lora,lora_r32) or two runs with different eval options would
+otherwise be pooled as if they were seeds of one condition. Each job's composed config (Hydra's
+.hydra/config.yaml, written with interpolations unresolved, so `${seed}`-derived values read
+alike across seeds) is flattened; seeds and keys that change only speed or where files go are
+dropped; the keys that still differ among comparable cells become the cell's `setting` label,
+e.g. "finetune.lora_r=2". Cells without a saved config have no settings and never split.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+# seeds (what a replicate varies) and keys that change speed, memory or file locations, not results
+NEUTRAL = ("seed", "data_seed", "dry_run", "isolate", "stages", "experiment_name", "trait.train_seed")
+NEUTRAL_PREFIXES = ("paths.", "logger.", "hydra.", "sampler.batch_size", "sampler.vllm.", "finetune.micro_batch_size",
+                    "finetune.save_steps", "trait.train.micro_batch_size", "trait.train.save_steps")
+# what the cell's name and condition already say: differs between a treatment and its baseline by design
+NAMED_PREFIXES = ("trait.", "teacher.", "student.", "domain.name", "finetune.method", "eval.subject")
+GROUP = ["condition", "trait", "domain", "teacher", "student", "finetune"]
+FAMILY = ["domain", "student", "finetune"]  # a treatment and the baselines it may be compared with
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(d, dict):
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            out |= _flat(v, f"{prefix}{k}.")
+        return out
+    return {prefix[:-1]: d if isinstance(d, str) else json.dumps(d, sort_keys=True)}
+
+
+def _neutral(key: str) -> bool:
+    return key in NEUTRAL or key.startswith(NEUTRAL_PREFIXES)
+
+
+def job_settings(job: Path) -> dict[str, str]:
+    """The job's result-relevant config values, flattened ("finetune.lora_r" -> "8"); {} if unreadable."""
+    try:
+        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {k: v for k, v in _flat(cfg).items() if not _neutral(k)} if isinstance(cfg, dict) else {}
+
+
+def _varying(settings: list[dict[str, str]], skip=()) -> set[str]:
+    keys = set().union(*settings) if settings else set()
+    return {k for k in keys if not k.startswith(tuple(skip)) and len({s.get(k) for s in settings}) > 1}
+
+
+def setting_labels(cells: pd.DataFrame) -> pd.DataFrame:
+    """`cells` (with a `settings` column of dicts) plus `setting` (the label, "" when nothing
+    differs) and `setting_kv` (the label's pairs outside the named keys, for baseline matching).
+
+    A cell's label keys: those that differ within its group (same condition, trait, domain,
+    teacher, student, method), and those outside the named keys that differ within its family
+    (same domain, student, method: the cells its baselines come from)."""
+    cells = cells.copy()
+    labels, kvs = [""] * len(cells), [()] * len(cells)
+    if cells.empty:
+        return cells.assign(setting=labels, setting_kv=kvs)
+    pos = {j: i for i, j in enumerate(cells.index)}
+    family_keys = {k: _varying(list(g["settings"]), NAMED_PREFIXES)
+                   for k, g in cells.groupby(FAMILY, sort=False, dropna=False)}
+    for k, g in cells.groupby(GROUP, sort=False, dropna=False):
+        in_group = _varying(list(g["settings"]))
+        fam = family_keys[tuple(k[GROUP.index(f)] for f in FAMILY)]
+        keys = sorted(in_group | fam)
+        for idx, s in zip(g.index, g["settings"]):
+            labels[pos[idx]] = ", ".join(f"{key}={s.get(key, '(unset)')}" for key in keys)
+            kvs[pos[idx]] = tuple((key, s.get(key)) for key in keys if not key.startswith(NAMED_PREFIXES))
+    return cells.assign(setting=labels, setting_kv=kvs)
+
+
+def matches(settings: pd.Series, kv: tuple) -> pd.Series:
+    """Which cells (their `settings` dicts) agree with the pairs `kv`."""
+    return settings.map(lambda s: all(s.get(k) == v for k, v in kv))
