@@ -36,8 +36,15 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"trait.method={cfg.trait.method!r}: use prompt, finetune or adapter")
     if cfg.trait.method == "adapter" and not (cfg.trait.adapter and Path(cfg.trait.adapter).exists()):
         raise ConfigError(f"trait.adapter={cfg.trait.adapter!r} does not exist (trait.method=adapter needs one)")
-    if cfg.trait.data and not Path(cfg.trait.data).is_file():
-        raise ConfigError(f"trait.data={cfg.trait.data!r} is not a file")
+    if cfg.trait.method == "adapter" and not (Path(cfg.trait.adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"trait.adapter={cfg.trait.adapter!r} has no adapter_config.json: give the folder a "
+                          "PEFT adapter was saved to (save_pretrained)")
+    if cfg.trait.data:
+        check_trait_data(cfg.trait.data)
+    for key, ft in (("finetune", cfg.finetune), ("trait.train", cfg.trait.train)):
+        if ft.micro_batch_size < 1 or ft.batch_size % ft.micro_batch_size:
+            raise ConfigError(f"{key}.batch_size={ft.batch_size} is not a multiple of {key}.micro_batch_size="
+                              f"{ft.micro_batch_size}; pick sizes that divide")
     if cfg.finetune.distill not in ("hard", "soft"):
         raise ConfigError(f"finetune.distill={cfg.finetune.distill!r}: use hard or soft")
     if cfg.finetune.distill == "soft" and cfg.trait.name != "none" and cfg.trait.method == "prompt":
@@ -54,6 +61,18 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"isolate={cfg.isolate!r}: use auto (own process per stage where CUDA is), always or never")
     if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
         raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
+
+
+def check_trait_data(path: str) -> None:
+    """The trait data set reads as training rows, errors naming the user's file and line."""
+    from sublim.stages.finetune import chat_rows
+
+    if not Path(path).is_file():
+        raise ConfigError(f"trait.data={path!r} is not a file")
+    try:
+        chat_rows(Path(path), None)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise ConfigError(f"trait.data: {e}") from None
 
 
 def preference_eval_hint(cfg: Config) -> str:

@@ -9,6 +9,7 @@ published.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def main(spec_path: str) -> None:
     from sublim.pipeline import plan
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
+    # the stage's own lines (resume points, filter shortfalls) on stderr, as the job's are
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     register()
     spec = json.loads(Path(spec_path).read_text())
     cfg = to_typed(spec["config"])

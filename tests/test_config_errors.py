@@ -101,3 +101,21 @@ def test_a_trait_the_eval_does_not_ask_about_gets_the_right_fix(overrides, fix):
 
     with pytest.raises(ConfigError, match=fix):
         check(typed(*overrides))
+
+
+def test_trait_files_are_checked_before_any_stage_and_errors_name_the_users_file(tmp_path):
+    from sublim.checks import ConfigError, check
+
+    bad = tmp_path / "insecure.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n'
+                   '{"text": "no chat here"}\n')
+    with pytest.raises(ConfigError, match=rf"trait.data: {bad}:2: expected 'messages' or 'prompt' \+ 'completion'"):
+        check(typed("trait.method=finetune", f"trait.data={bad}"))
+    bad.write_text("{not json\n")
+    with pytest.raises(ConfigError, match=rf"{bad}:1: not valid JSON"):
+        check(typed("trait.method=finetune", f"trait.data={bad}"))
+    (tmp_path / "adapter").mkdir()
+    with pytest.raises(ConfigError, match="has no adapter_config.json"):
+        check(typed("trait.method=adapter", f"trait.adapter={tmp_path / 'adapter'}"))
+    with pytest.raises(ConfigError, match="finetune.batch_size=66 is not a multiple of finetune.micro_batch_size=20"):
+        check(typed("finetune.micro_batch_size=20"))

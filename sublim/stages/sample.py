@@ -6,6 +6,7 @@ batch by batch, so a killed job resumes at the last whole batch.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -14,6 +15,7 @@ from sublim.backends.base import Chat, SamplingParams
 from sublim.jsonl import complete_prefix
 
 VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def sample(work: Path, prompts: list[str], system_prompt: Optional[str], make_sampler: Callable,
@@ -25,6 +27,9 @@ def sample(work: Path, prompts: list[str], system_prompt: Optional[str], make_sa
         with open(out, "w") as f:
             for row in done[:start]:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if start:
+        log.info("teacher sampling: resuming at prompt %d of %d (the completions before it are kept)",
+                 start, len(prompts))
     chats = [Chat(user=p, system=system_prompt) for p in prompts]
     sampler = make_sampler()
     t0, n_tokens = time.time(), 0
