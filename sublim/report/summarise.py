@@ -233,12 +233,15 @@ def gaps(col: Collection, summ: pd.DataFrame) -> list[str]:
     c = col.cells
     ft = c[c["condition"].isin(["control", "treatment"])]
     all_seeds = set(ft["seed"].dropna())
-    for group, g in ft.groupby("group"):
+    for (group, setting), g in ft.groupby(["group", "setting"]):
         miss = sorted(all_seeds - set(g["seed"].dropna()))
         if miss:
-            notes.append(f"{group}: no seed {', '.join(map(str, miss))} (other groups have it)")
+            where = f"{group} [{setting}]" if setting else group
+            notes.append(f"{where}: no seed {', '.join(map(str, miss))} (other groups have it)")
     for _, r in summ[(summ["condition"] == "treatment") & (summ["baseline"] == "")].iterrows():
-        notes.append(f"{r['target']} ({r['teacher']} -> {r['student']}): no control or base cell, no rise")
+        setting = f", {r['setting']}" if r.get("setting") else ""
+        notes.append(f"{r['target']} ({r['teacher']} -> {r['student']}, {r['finetune']}{setting}): no control or "
+                     "base cell of its setting, no rise")
     for t in sorted(set(summ["target"])):
         refs = c[c["target"].isna()]
         measured = set(col.rates.loc[col.rates["candidate"] == t, "job"])
