@@ -21,6 +21,7 @@ from sublim import tracking
 from sublim.cache import Store, stage_key
 from sublim.checks import ConfigError
 from sublim.config import Config, register, to_typed
+from sublim.fingerprint import local_fingerprint
 from sublim.isolate import wants_isolation
 from sublim.jsonl import read_jsonl
 from sublim.pipeline import describe, execute, plan
@@ -175,8 +176,13 @@ def run_mnist(cfg: Config, store: Store, job_dir: Path) -> dict | None:
 
     spec = cfg.mnist
     spec.validate()
-    # device, batching and threads change speed, not results: they stay out of the key
+    # device, batching and threads change speed, not results: they stay out of the key; the data
+    # files are keyed by content (a path says nothing about what is in it now)
     key_spec = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batched", "threads")}
+    if spec.data_path is not None:
+        if not Path(spec.data_path).is_dir():
+            raise ConfigError(f"mnist.data_path={spec.data_path!r} is not a folder (MNIST IDX files expected)")
+        key_spec["data_path"] = local_fingerprint(spec.data_path)
     key = stage_key("mnist", 1, key_spec)
     print(f"plan for mnist (artifacts: {store.root}):\n  mnist     {key}  "
           f"{'hit' if store.exists('mnist', key) else 'MISS'}", flush=True)
