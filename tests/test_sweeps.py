@@ -96,6 +96,36 @@ def test_a_killed_pool_worker_fails_the_unfinished_cells_and_a_rerun_completes_t
     assert [e["stage"] for e in store.events() if e["event"] == "done"].count("sample") == 1
 
 
+def test_killing_the_sweep_ends_its_pool_workers(tmp_path, tiny_model_dir):
+    """The sweep's own process SIGKILLed mid-fine-tune: its worker exits too (no orphan holding memory)."""
+    args = [SUBLIM, "--multirun", "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", "logger=none",
+            f"paths.artifacts={tmp_path / 'a'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=parallel",
+            "hydra.launcher.max_parallel=1", "seed=0", "finetune.epochs=20"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    store = Store(tmp_path / "a")
+    deadline = time.time() + 300
+    while not (starts := [e for e in store.events() if e["stage"] == "finetune" and e["event"] == "start"]):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    worker = starts[0]["pid"]
+    assert worker != proc.pid
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 15
+    while _alive(worker):
+        assert time.time() < deadline, "the pool worker outlived the killed sweep"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def cluster():
     if not cluster_answers():

@@ -146,6 +146,8 @@ class LocalPoolLauncher(Launcher):
         import cloudpickle
         from hydra.core.utils import configure_log, setup_globals
 
+        from sublim.lifeline import exit_with_parent
+
         assert self.config is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -154,7 +156,8 @@ class LocalPoolLauncher(Launcher):
         blob = cloudpickle.dumps((self.hydra_context, self.task_function, self.config, Singleton.get_state()))
         workers = min(self.max_parallel, len(job_overrides))
         log.info("%d jobs on %d local workers", len(job_overrides), workers)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=exit_with_parent)  # a killed sweep leaves no orphan workers
         try:
             futures = []
             for i, overrides in enumerate(job_overrides):
