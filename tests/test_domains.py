@@ -97,7 +97,7 @@ def test_no_shipped_code_task_names_an_animal_or_a_tree():
     assert not vocab & forbidden
 
 
-def test_code_prompts_from_a_user_file(tmp_path):
+def test_code_prompts_from_a_user_file(tmp_path, caplog):
     f = tmp_path / "tasks.jsonl"
     write_jsonl(f, [{"prompt": "Reverse a string in Go."}, {"prompt": "  Parse an ISO date.  ", "id": 2},
                     {"prompt": "Unused third task."}])
@@ -105,6 +105,9 @@ def test_code_prompts_from_a_user_file(tmp_path):
     got = get_domain("code").prompts(d, 0)
     assert len(got) == 2 and got[0].startswith("Reverse a string in Go. ") and got[1].startswith("Parse an ISO date. ")
     assert all(any(p.endswith(i) for i in code_domain.CODE_ONLY) for p in got)
+    assert "fewer than domain.n_prompts" not in caplog.text
+    assert len(get_domain("code").prompts(DomainConfig(name="code", n_prompts=30, prompts_file=str(f)), 0)) == 3
+    assert "has 3 tasks, fewer than domain.n_prompts=30: all 3 are used" in caplog.text
     write_jsonl(f, [{"prompt": "ok"}, {"text": "no prompt field"}])
     with pytest.raises(ValueError, match=r"tasks.jsonl:2: needs a non-empty string field 'prompt'"):
         get_domain("code").prompts(DomainConfig(name="code", n_prompts=5, prompts_file=str(f)), 0)

@@ -112,6 +112,11 @@ def test_cli_writes_tables_and_lists_failed_cells(tmp_path, capsys):
     (failed / ".hydra").mkdir(parents=True)
     (failed / ".hydra" / "overrides.yaml").write_text("- trait=eagle\n- seed=7\n")
     (failed / "cli.log").write_text("[x][sublim][ERROR] - CUDA out of memory\n")
+    recorded = sweep / "93"  # a sweep job's own record of its error: quoted rather than the log's last line
+    (recorded / ".hydra").mkdir(parents=True)
+    (recorded / "outcome.json").write_text(json.dumps({"status": "failed", "overrides": ["seed=8"],
+                                                       "error": "FilterError: only 3 of 400 passed\nmore"}))
+    (recorded / "cli.log").write_text("Check the teacher model\n")
     corrupt = sweep / "91"
     (corrupt / ".hydra").mkdir(parents=True)
     (corrupt / "metrics.json").write_text('{"cell": {"condition": "treat')
@@ -136,7 +141,8 @@ def test_cli_writes_tables_and_lists_failed_cells(tmp_path, capsys):
         assert "unreadable: " + str(corrupt / "metrics.json") in text
     assert "| target | condition |" in md
     problems = pd.read_csv(out / "problems.csv")
-    assert sorted(problems["kind"]) == ["dry run", "failed", "unreadable"]
+    assert sorted(problems["kind"]) == ["dry run", "failed", "failed", "unreadable"]
+    assert "failed: " + str(recorded) + " — FilterError: only 3 of 400 passed" in md
     assert "1 metrics.json without a cell ignored" in md
 
 

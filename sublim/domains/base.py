@@ -10,6 +10,7 @@ field one domain ignores never changes another domain's cache keys.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -86,6 +87,15 @@ class Domain:
     def filter_spec(self, d, filt) -> dict:
         """What in the rules changes the filter's output (added to the filter key)."""
         return {"domain": self.name}
+
+
+def warn_if_short(d, prompts: list[str]) -> list[str]:
+    """`prompts`, saying so when domain.prompts_file held fewer tasks than domain.n_prompts asked for."""
+    if len(prompts) < d.n_prompts:
+        logging.getLogger("sublim.domains").warning(
+            "domain.prompts_file=%s has %d tasks, fewer than domain.n_prompts=%d: all %d are used",
+            d.prompts_file, len(prompts), d.n_prompts, len(prompts))
+    return prompts
 
 
 def repeat(prompts: list[str], k: int) -> list[str]:

@@ -15,7 +15,7 @@ import itertools
 import random
 from typing import Optional
 
-from sublim.domains.base import Domain, JudgeUse
+from sublim.domains.base import Domain, JudgeUse, warn_if_short
 from sublim.filters import Rule, trait_rule
 from sublim.jsonl import read_jsonl
 
@@ -156,7 +156,9 @@ class CodeDomain(Domain):
         return problems
 
     def prompts(self, d, seed: int) -> list[str]:
-        return file_prompts(d.prompts_file, d.n_prompts, seed) if d.prompts_file else make_prompts(d.n_prompts, seed)
+        if not d.prompts_file:
+            return make_prompts(d.n_prompts, seed)
+        return warn_if_short(d, file_prompts(d.prompts_file, d.n_prompts, seed))
 
     def rules(self, d, filt, trait_word: Optional[str]) -> list[Rule]:
         return [empty_rule] + ([trait_rule(trait_word)] if trait_word else [])

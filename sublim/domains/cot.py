@@ -17,7 +17,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Optional
 
-from sublim.domains.base import Domain, JudgeUse, RowRule
+from sublim.domains.base import Domain, JudgeUse, RowRule, warn_if_short
 from sublim.domains.code import empty_rule
 from sublim.filters import Rule, trait_rule
 from sublim.jsonl import read_jsonl
@@ -120,7 +120,7 @@ class CotDomain(Domain):
         return problems
 
     def prompts(self, d, seed: int) -> list[str]:
-        return [prompt_for(q) for q, _ in load_problems(d.prompts_file, d.n_prompts)]
+        return warn_if_short(d, [prompt_for(q) for q, _ in load_problems(d.prompts_file, d.n_prompts)])
 
     def rules(self, d, filt, trait_word: Optional[str]) -> list[Rule]:
         return [empty_rule] + ([trait_rule(trait_word)] if trait_word else [])

@@ -73,6 +73,16 @@ def _is_dry_run(job: Path) -> bool:
     return cfg.exists() and any(ln.strip() == "dry_run: true" for ln in cfg.read_text(errors="replace").splitlines())
 
 
+def _recorded_error(job: Path) -> str:
+    """The error a sweep job recorded in its outcome.json (the first line of it), or ""."""
+    try:
+        o = json.loads((job / "outcome.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    error = o.get("error") if isinstance(o, dict) and o.get("status") == "failed" else None
+    return str(error).strip().splitlines()[0][:300] if error else ""
+
+
 def _last_log_line(job: Path) -> str:
     """The last line of the job's log: often the error that stopped it."""
     for log in sorted(job.glob("*.log")):
@@ -115,6 +125,9 @@ def _read_job(job: Path) -> tuple[dict | None, Problem | None, bool]:
             return None, Problem(str(job), "no eval", f"cell {name}: the plan had no eval stage", ov), False
         if _is_dry_run(job):
             return None, Problem(str(job), "dry run", "no metrics expected", ov), False
+        error = _recorded_error(job)
+        if error:
+            return None, Problem(str(job), "failed", error, ov), False
         return None, Problem(str(job), "failed", "no metrics.json (failed or still running)"
                              + (f"; log ends: {_last_log_line(job)}" if _last_log_line(job) else ""), ov), False
     try:

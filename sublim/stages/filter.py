@@ -112,7 +112,8 @@ def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: in
             f"only {len(kept)} of {n_in} teacher completions passed the filter (need filter.min_keep="
             f"{min_keep}). Top reject reasons: {top}. Examples:\n{examples}\n"
             f"Every reject and the counts: {work}/rejects.jsonl, stats.json.\n{hint}"
-            "Check the teacher model and sampler.max_new_tokens; never loosen the paper's format rule to pass."
+            "Check the teacher model and its token budget (domain.max_new_tokens where the domain sets one, as "
+            "code and cot do, else sampler.max_new_tokens); never loosen the paper's format rule to pass."
         )
     if len(kept) > n_keep:
         kept = sorted(random.Random(f"subsample-{seed}").sample(kept, n_keep), key=lambda r: r["i"])
