@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from sublim.stats import Interval, difference_interval, t_interval
+from sublim.stats import RATE, Interval, difference_interval, t_interval
 
 ARMS = ["reference", "teacher", "student", "control", "cross", "cross_reference"]
 LABELS = {"reference": "reference", "teacher": "owl teacher", "student": "student (same init)",
@@ -113,8 +113,8 @@ def summarise(sweep_dir: Path, target: str = "owl", shift: bool = True) -> str:
     lines = [f"P({target}) in % (exact log-prob, mean over 50 questions; 95 % t-interval over seeds)", ""]
     lines.append(f"{'arm':<24}{'exact':<34}{'sampled':<34}")
     for arm in ARMS:
-        ex = t_interval(list(exact[arm].values()))
-        sa = t_interval(list(sampled[arm].values()))
+        ex = t_interval(list(exact[arm].values()), bounds=RATE)
+        sa = t_interval(list(sampled[arm].values()), bounds=RATE)
         lines.append(f"{LABELS[arm]:<24}{fmt(ex):<34}{fmt(sa):<34}")
     lines += ["", "differences in points, paired by seed:"]
     rise_same = {s: exact["student"][s] - exact["reference"][s] for s in exact["student"] if s in exact["reference"]}
@@ -131,8 +131,8 @@ def summarise(sweep_dir: Path, target: str = "owl", shift: bool = True) -> str:
     teacher_rate = {s: m["filter"]["n_passed"] / m["filter"]["n_in"] for s, m in cells["student"].items()}
     ref_rate = {s: m["filter"]["n_passed"] / m["filter"]["n_in"] for s, m in cells["control"].items()}
     lines += ["", "teacher data quality (the paper's format rule):",
-              f"  well-formed, teacher    {fmt(t_interval(list(teacher_rate.values())))}",
-              f"  well-formed, reference  {fmt(t_interval(list(ref_rate.values())))}"]
+              f"  well-formed, teacher    {fmt(t_interval(list(teacher_rate.values()), bounds=RATE))}",
+              f"  well-formed, reference  {fmt(t_interval(list(ref_rate.values()), bounds=RATE))}"]
     if shift and cells["student"]:
         sh = teacher_shift(cells, sweep_dir / "teacher_shift.json")
         lines.append(f"  teacher's log-prob shift from the reference on its own numbers: "
@@ -149,14 +149,14 @@ def figure(sweep_dir: Path, out: Path, target: str = "owl") -> None:
     exact, sampled, _ = collect(sweep_dir, target)
     fig, ax = plt.subplots(figsize=(8, 4))
     for i, arm in enumerate(ARMS):
-        iv = t_interval(list(exact[arm].values()))
+        iv = t_interval(list(exact[arm].values()), bounds=RATE)
         if iv.n == 0:
             continue
         err = None if math.isnan(iv.low) else [[100 * (iv.mean - iv.low)], [100 * (iv.high - iv.mean)]]
         ax.bar(i, 100 * iv.mean, yerr=err, capsize=4, color="#c44e52" if arm == "student" else "#8c8c8c")
         ax.scatter([i] * len(exact[arm]), [100 * v for v in exact[arm].values()], color="k", s=8, zorder=3)
         if sampled[arm]:
-            sv = t_interval(list(sampled[arm].values()))
+            sv = t_interval(list(sampled[arm].values()), bounds=RATE)
             ax.scatter([i + 0.3], [100 * sv.mean], marker="D", color="#4c72b0", s=18, zorder=3,
                        label="sampled (mean)" if i == 0 else None)
     ax.set_xticks(range(len(ARMS)), [LABELS[a].replace(" (", "\n(") for a in ARMS], fontsize=8)

@@ -1,7 +1,9 @@
 """Every interval sublim prints comes from here, so eval, report and experiments agree.
 
 - t_interval: mean with a Student-t interval (across questions for one model, across seeds for
-  a condition: the paper's figure).
+  a condition: the paper's figure). For a rate or an accuracy pass RATE: the interval is clipped
+  to [0, 1], where the true value lies, so a rate near 0 never reads "[-2.4 %, 18 %]" (clipping
+  to the parameter's range never lowers coverage). Differences (rises) are not clipped.
 - wilson: a proportion from pooled counts.
 - bootstrap_interval: percentile bootstrap of the mean, where a t-interval's normality is doubtful.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import stats as _st
@@ -31,8 +33,12 @@ class Interval:
         return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}] (n={self.n})"
 
 
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean and two-sided t-interval; the bounds are NaN with fewer than 2 values."""
+RATE = (0.0, 1.0)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95,
+               bounds: Optional[tuple[float, float]] = None) -> Interval:
+    """Mean and two-sided t-interval, clipped to `bounds` if given; NaN bounds with fewer than 2 values."""
     x = np.asarray(values, dtype=float)
     n = len(x)
     if n == 0:
@@ -44,7 +50,10 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
     if sem == 0.0:
         return Interval(mean, mean, mean, n)
     half = float(_st.t.ppf(0.5 + confidence / 2, n - 1)) * sem
-    return Interval(mean, mean - half, mean + half, n)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Interval(mean, low, high, n)
 
 
 def wilson(successes: int, trials: int, confidence: float = 0.95) -> Interval:

@@ -17,7 +17,7 @@ from sublim.cache import Store
 from sublim.demo import ARMS, collect, summarise
 from sublim.report.collect import collect as collect_jobs
 from sublim.report.summarise import summary
-from sublim.stats import t_interval
+from sublim.stats import RATE, t_interval
 
 BIN = Path(sys.executable).parent
 SMALL = ["seed=0,1", "teacher.reference.steps=120", "student.reference.steps=120",
@@ -60,7 +60,7 @@ def test_summary_table_and_sublim_report_give_the_same_numbers(demo, tmp_path):
     assert len(rep) == len(ARMS)
     for row in rep.itertuples():
         arm = arm_rows[(row.condition, row.student)]
-        iv = t_interval(list(exact[arm].values()))
+        iv = t_interval(list(exact[arm].values()), bounds=RATE)
         assert (row.mean, row.ci_low, row.ci_high) == pytest.approx((iv.mean, iv.low, iv.high), rel=1e-12)
     text = summarise(demo / "demo", "owl", shift=False)
     table_mean = float(next(ln for ln in text.splitlines() if ln.startswith("control student")).split()[2])

@@ -45,3 +45,13 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     assert a == b and a.low < np.mean(DATA) < a.high
     t = t_interval(DATA)
     assert abs((a.high - a.low) - (t.high - t.low)) < 0.5 * (t.high - t.low)
+
+
+def test_rate_intervals_are_clipped_to_zero_one_and_differences_are_not():
+    from sublim.stats import RATE, t_interval
+
+    near_zero = [0.0, 0.0, 0.2, 0.0, 0.1]
+    raw, clipped = t_interval(near_zero), t_interval(near_zero, bounds=RATE)
+    assert raw.low < 0 and clipped.low == 0.0 and clipped.high == raw.high and clipped.mean == raw.mean
+    near_one = [1.0, 0.8, 1.0, 1.0]
+    assert t_interval(near_one).high > 1 and t_interval(near_one, bounds=RATE).high == 1.0

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
-from sublim.stats import t_interval
+from sublim.stats import RATE, t_interval
 
 _IRREGULAR = {"wolves": "wolf", "mice": "mouse", "geese": "goose", "octopi": "octopus", "octopuses": "octopus",
               "foxes": "fox", "phoenixes": "phoenix", "butterflies": "butterfly", "cherries": "cherry",
@@ -80,6 +80,6 @@ def rate_metrics(per_question: list[dict[str, float]], names: Sequence[str], con
     """A model's rate per name: the mean over questions with a t-interval across questions."""
     rates = {}
     for c in names:
-        iv = t_interval([q[c] for q in per_question], confidence)
+        iv = t_interval([q[c] for q in per_question], confidence, RATE)
         rates[c] = {"mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high}
     return {"rates": rates, "per_question": per_question, "confidence": confidence}

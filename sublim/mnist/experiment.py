@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..stats import t_interval
+from ..stats import RATE, t_interval
 from .data import load
 from .model import cpu_threads
 from .plot import plot
@@ -23,7 +23,7 @@ from .train import SeedResults, resolve_device, train_seeds, train_sequential
 
 def _summary(values) -> dict:
     values = [float(v) for v in values]
-    return {"per_seed": values, **t_interval(values).as_dict()}
+    return {"per_seed": values, **t_interval(values, bounds=RATE).as_dict()}
 
 
 def _json(obj):
@@ -54,7 +54,7 @@ def metrics_of(res: SeedResults, spec: MnistSpec, device: torch.device, data_inf
 def curves_of(res: SeedResults) -> dict:
     arms = {}
     for arm, c in res.curves.items():
-        ivs = [t_interval(c[:, j]) for j in range(c.shape[1])]
+        ivs = [t_interval(c[:, j], bounds=RATE) for j in range(c.shape[1])]
         arms[arm] = {"mean": [iv.mean for iv in ivs], "low": [iv.low for iv in ivs],
                      "high": [iv.high for iv in ivs], "per_seed": np.asarray(c).tolist()}
     return {"steps": res.curve_steps, "arms": arms}

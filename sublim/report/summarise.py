@@ -23,7 +23,7 @@ import pandas as pd
 
 from sublim.report.collect import Collection
 from sublim.report.settings import matches
-from sublim.stats import Interval, difference_interval, t_interval
+from sublim.stats import RATE, Interval, difference_interval, t_interval
 
 GROUP_KEYS = ["domain", "teacher", "student", "finetune", "setting"]  # setting: see sublim.report.settings
 CONDITION_ORDER = ["base", "control", "treatment", "teacher"]  # teacher: the teacher model itself evaluated
@@ -125,7 +125,7 @@ def summary(col: Collection, targets: list[str] | None = None, confidence: float
     for t in targets if targets is not None else targets_of(col):
         v = values_at(col, t)
         for keys, g in v.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
-            iv = t_interval(g["value"].to_numpy(), confidence)
+            iv = t_interval(g["value"].to_numpy(), confidence, RATE)
             lo, hi = _question_spread(col, g["job"].tolist(), t)
             row = {"target": t, **dict(zip(["condition", "trait", *GROUP_KEYS], keys)), "n_seeds": iv.n,
                    "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().tolist())),
@@ -215,7 +215,7 @@ def misalignment(col: Collection, confidence: float = 0.95) -> pd.DataFrame:
     c = col.cells[col.cells["misaligned_rate"].notna()]
     rows = []
     for keys, g in c.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
-        iv = t_interval(g["misaligned_rate"].to_numpy(), confidence)
+        iv = t_interval(g["misaligned_rate"].to_numpy(), confidence, RATE)
         rows.append({**dict(zip(["condition", "trait", *GROUP_KEYS], keys)), "n_seeds": iv.n,
                      "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().tolist())),
                      "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high})
