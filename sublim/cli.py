@@ -168,6 +168,17 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     return metrics
 
 
+def mnist_key_spec(spec) -> dict:
+    """What the MNIST stage's key holds. Device, batching and threads change speed, not results:
+    left out. The data files by content (a path says nothing about what is in it now)."""
+    key_spec = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batched", "threads")}
+    if spec.data_path is not None:
+        if not Path(spec.data_path).is_dir():
+            raise ConfigError(f"mnist.data_path={spec.data_path!r} is not a folder (MNIST IDX files expected)")
+        key_spec["data_path"] = local_fingerprint(spec.data_path)
+    return key_spec
+
+
 def run_mnist(cfg: Config, store: Store, job_dir: Path) -> dict | None:
     """The MNIST auxiliary-logit experiment as one cached stage, logged like any cell."""
     import shutil
@@ -176,13 +187,7 @@ def run_mnist(cfg: Config, store: Store, job_dir: Path) -> dict | None:
 
     spec = cfg.mnist
     spec.validate()
-    # device, batching and threads change speed, not results: they stay out of the key; the data
-    # files are keyed by content (a path says nothing about what is in it now)
-    key_spec = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batched", "threads")}
-    if spec.data_path is not None:
-        if not Path(spec.data_path).is_dir():
-            raise ConfigError(f"mnist.data_path={spec.data_path!r} is not a folder (MNIST IDX files expected)")
-        key_spec["data_path"] = local_fingerprint(spec.data_path)
+    key_spec = mnist_key_spec(spec)
     key = stage_key("mnist", 1, key_spec)
     print(f"plan for mnist (artifacts: {store.root}):\n  mnist     {key}  "
           f"{'hit' if store.exists('mnist', key) else 'MISS'}", flush=True)

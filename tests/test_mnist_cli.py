@@ -26,10 +26,14 @@ def test_mnist_through_the_entrypoint_is_cached(tmp_path):
 
 def test_mnist_data_is_keyed_by_content_not_by_path(tmp_path):
     """Same folder, other labels: another cache key (a stale result would be wrong, not just old)."""
-    import re
     import struct
 
     import numpy as np
+    import pytest
+
+    from sublim.checks import ConfigError
+    from sublim.cli import mnist_key_spec
+    from sublim.mnist.spec import MnistSpec
 
     def idx(path, a):
         path.write_bytes(struct.pack(">HBB", 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
@@ -41,18 +45,10 @@ def test_mnist_data_is_keyed_by_content_not_by_path(tmp_path):
     for split, n in (("train", 40), ("t10k", 20)):
         idx(data / f"{split}-images-idx3-ubyte", rng.integers(0, 256, size=(n, 8, 8)))
         idx(data / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
-
-    def key() -> str:
-        r = subprocess.run([SUBLIM, "experiment=mnist", f"mnist.data_path={data}", "dry_run=true", "logger=none",
-                            f"paths.artifacts={tmp_path / 'a'}", f"hydra.run.dir={tmp_path / 'r'}"],
-                           capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
-        assert r.returncode == 0, r.stderr[-2000:]
-        return re.search(r"mnist\s+([0-9a-f]{20})", r.stdout).group(1)
-
-    first = key()
-    assert key() == first
+    first = mnist_key_spec(MnistSpec(data_path=str(data)))
+    assert mnist_key_spec(MnistSpec(data_path=str(data))) == first
+    assert mnist_key_spec(MnistSpec(data_path=str(data), threads=4)) == first  # speed only
     idx(data / "train-labels-idx1-ubyte", (np.arange(40) + 3) % 10)  # same files, shuffled labels
-    assert key() != first
-    r = subprocess.run([SUBLIM, "experiment=mnist", f"mnist.data_path={tmp_path / 'nowhere'}", "dry_run=true",
-                        f"hydra.run.dir={tmp_path / 'r'}"], capture_output=True, text=True)
-    assert r.returncode != 0 and "mnist.data_path" in r.stderr and "Traceback" not in r.stderr
+    assert mnist_key_spec(MnistSpec(data_path=str(data)))["data_path"] != first["data_path"]
+    with pytest.raises(ConfigError, match="mnist.data_path=.*is not a folder"):
+        mnist_key_spec(MnistSpec(data_path=str(tmp_path / "nowhere")))

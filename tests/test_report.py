@@ -85,6 +85,7 @@ def test_summary_matches_scipy_and_controls_use_the_target_rate(tmp_path):
             teacher = "-" if cond == "base" else "qwen"
             vals = [truth[(cond, trait, teacher, "qwen", s)][target] for s in seeds]
             mean, lo, hi = scipy_t(vals)
+            lo, hi = max(lo, 0.0), min(hi, 1.0)  # a rate's interval is clipped to [0, 1]
             assert (row["mean"], row["ci_low"], row["ci_high"]) == pytest.approx((mean, lo, hi), abs=1e-9)
             assert row["n_seeds"] == len(seeds) and row["seeds"] == ",".join(map(str, seeds))
             # per-question spread: every question's offset is known

@@ -97,15 +97,16 @@ def test_a_killed_pool_worker_fails_the_unfinished_cells_and_a_rerun_completes_t
 
 
 def test_killing_the_sweep_ends_its_pool_workers(tmp_path, tiny_model_dir):
-    """The sweep's own process SIGKILLed mid-fine-tune: its worker exits too (no orphan holding memory)."""
+    """The sweep's own process SIGKILLed while its worker samples: the worker exits too (no orphan
+    holding memory)."""
     args = [SUBLIM, "--multirun", "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", "logger=none",
             f"paths.artifacts={tmp_path / 'a'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=parallel",
-            "hydra.launcher.max_parallel=1", "seed=0", "finetune.epochs=20"]
+            "hydra.launcher.max_parallel=1", "seed=0", "domain.n_prompts=4000"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
     store = Store(tmp_path / "a")
     deadline = time.time() + 300
-    while not (starts := [e for e in store.events() if e["stage"] == "finetune" and e["event"] == "start"]):
+    while not (starts := [e for e in store.events() if e["stage"] == "sample" and e["event"] == "start"]):
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
     worker = starts[0]["pid"]
