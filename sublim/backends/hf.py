@@ -124,8 +124,7 @@ class HFSampler:
             raise ValueError(f"{len(chats)} chats but {len(answers)} answers")
         pairs = [self.answer_ids(c, a) for c, a in zip(chats, answers)]
         # each score is its own sequence's: batching by length changes padding, not results
-        order = longest_first([len(p) + len(a) for p, a in pairs]) if self.sort_by_length else range(len(pairs))
-        order = list(order)
+        order = longest_first([len(p) + len(a) for p, a in pairs]) if self.sort_by_length else list(range(len(pairs)))
         scores: list[float] = []
         pad = self.tokenizer.pad_token_id
         for b0 in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch", dynamic_ncols=True):

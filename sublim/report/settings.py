@@ -61,10 +61,17 @@ def setting_labels(cells: pd.DataFrame) -> pd.DataFrame:
     A cell's label keys: those that differ within its group (same condition, trait, domain,
     teacher, student, method), and those outside the named keys that differ within its family
     (same domain, student, method: the cells its baselines come from)."""
-    cells = cells.copy()
-    labels, kvs = [""] * len(cells), [()] * len(cells)
-    if cells.empty:
-        return cells.assign(setting=labels, setting_kv=kvs)
+    labels: dict = {}
+    kvs: dict = {}
+    family_keys = {k: _varying(list(g["settings"]), NAMED_PREFIXES)
+                   for k, g in cells.groupby(FAMILY, sort=False, dropna=False)}
+    for k, g in cells.groupby(GROUP, sort=False, dropna=False):
+        keys = sorted(_varying(list(g["settings"])) | family_keys[tuple(k[GROUP.index(f)] for f in FAMILY)])
+        for idx, s in zip(g.index, g["settings"]):
+            labels[idx] = ", ".join(f"{key}={s.get(key, '(unset)')}" for key in keys)
+            kvs[idx] = tuple((key, s.get(key)) for key in keys if not key.startswith(NAMED_PREFIXES))
+    return cells.assign(setting=[labels.get(i, "") for i in cells.index],
+                        setting_kv=[kvs.get(i, ()) for i in cells.index])
     pos = {j: i for i, j in enumerate(cells.index)}
     family_keys = {k: _varying(list(g["settings"]), NAMED_PREFIXES)
                    for k, g in cells.groupby(FAMILY, sort=False, dropna=False)}
