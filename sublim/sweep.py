@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 OUTCOME = "outcome.json"
+PLAN = "sweep_plan.json"  # every cell of the grid, written before the first starts
 
 
 def write_outcome(job_dir: Path, status: str, overrides: list[str], error: Optional[str] = None,
@@ -26,6 +27,15 @@ def write_outcome(job_dir: Path, status: str, overrides: list[str], error: Optio
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / OUTCOME).write_text(json.dumps(
         {"status": status, "overrides": overrides, "error": error, "traceback": detail}, indent=2))
+
+
+def write_plan(sweep_dir: Path, cells: list[tuple[int, list[str], Optional[str]]]) -> None:
+    """Every cell the sweep will launch (job number, overrides, job folder relative to the sweep),
+    so a sweep killed before it launched them all still says which never ran (sublim-report)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sweep_dir / f".{PLAN}.tmp"
+    tmp.write_text(json.dumps([{"job": i, "overrides": ov, "folder": folder} for i, ov, folder in cells], indent=1))
+    tmp.replace(sweep_dir / PLAN)
 
 
 def record_failure(exc: BaseException) -> None:

@@ -53,6 +53,8 @@ def write_sweep(root: Path, models=(("qwen", "qwen"),), seeds=(0, 1, 2, 3), base
         if misaligned:
             mr = _rate(rng, 0.05, 0.15) if cond == "treatment" else _rate(rng, 0.0, 0.02)
             m["misaligned_rate"] = {"mean": mr, "ci_low": mr - 0.01, "ci_high": mr + 0.01}
+            m["misaligned_rate_coherent"] = {"mean": 2 * mr, "ci_low": 2 * mr - 0.01, "ci_high": 2 * mr + 0.01}
+            truth[(cond, trait, teacher, student, sd)] = rates | {"misaligned": mr}
         m["rates"] = {c: {"mean": r, "ci_low": r - 0.02, "ci_high": r + 0.02} for c, r in rates.items()}
         if target:
             m["target_rate"] = m["rates"][target]
@@ -96,14 +98,30 @@ def test_summary_matches_scipy_and_controls_use_the_target_rate(tmp_path):
         ctrl = summ[(summ["target"] == target) & (summ["condition"] == "control")].iloc[0]
         wrong = np.mean([truth[("control", "none", "qwen", "qwen", s)][other] for s in range(4)])
         assert ctrl["mean"] != pytest.approx(wrong, abs=1e-9)
-        # rise of the treatment over the matching control: Welch, as scipy computes it
+        # rise of the treatment over the matching control, which has the same seeds: paired by
+        # seed, as scipy's related-samples test computes it
         tr = summ[(summ["target"] == target) & (summ["condition"] == "treatment")].iloc[0]
         a = [truth[("treatment", target, "qwen", "qwen", s)][target] for s in range(4)]
         b = [truth[("control", "none", "qwen", "qwen", s)][target] for s in range(4)]
-        res = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-        assert tr["baseline"] == "control"
+        res = stats.ttest_rel(a, b).confidence_interval(0.95)
+        assert tr["baseline"] == "control" and tr["rise_by"] == "paired"
         assert (tr["rise"], tr["rise_low"], tr["rise_high"]) == pytest.approx(
             (np.mean(a) - np.mean(b), res.low, res.high), abs=1e-9)
+
+
+def test_rise_is_welch_when_the_seeds_differ(tmp_path):
+    """A control missing a seed cannot be paired: Welch's interval over what there is."""
+    truth = write_sweep(tmp_path)
+    col = collect([tmp_path])
+    c = col.cells
+    col.cells = c[~((c["condition"] == "control") & (c["seed"] == 3))]
+    tr = summary(col).query("target == 'owl' and condition == 'treatment'").iloc[0]
+    a = [truth[("treatment", "owl", "qwen", "qwen", s)]["owl"] for s in range(4)]
+    b = [truth[("control", "none", "qwen", "qwen", s)]["owl"] for s in range(3)]
+    res = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert tr["baseline"] == "control" and tr["rise_by"] == "welch"
+    assert (tr["rise"], tr["rise_low"], tr["rise_high"]) == pytest.approx(
+        (np.mean(a) - np.mean(b), res.low, res.high), abs=1e-9)
 
 
 def test_cli_writes_tables_and_lists_failed_cells(tmp_path, capsys):
@@ -141,10 +159,29 @@ def test_cli_writes_tables_and_lists_failed_cells(tmp_path, capsys):
         assert "failed: " + str(failed) in text and "trait=eagle seed=7" in text and "CUDA out of memory" in text
         assert "unreadable: " + str(corrupt / "metrics.json") in text
     assert "| target | condition |" in md
+    assert "| control (paired by seed) |" in md  # how each rise's interval was taken, said in `vs`
+    assert (summ.loc[summ["condition"] == "treatment", "rise_by"] == "paired").all()
     problems = pd.read_csv(out / "problems.csv")
     assert sorted(problems["kind"]) == ["dry run", "failed", "failed", "unreadable"]
     assert "failed: " + str(recorded) + " — FilterError: only 3 of 400 passed" in md
     assert "1 metrics.json without a cell ignored" in md
+
+
+def test_cells_a_stopped_sweep_never_started_are_listed(tmp_path):
+    """The sweep's plan names four cells; two have folders (one finished, one cut short): the
+    other two are listed as never run, once each, whichever folder the report is pointed at."""
+    write_sweep(tmp_path, seeds=(0,), base_seeds=())
+    sweep = tmp_path / "multirun" / "2026-01-01" / "00-00-00"
+    (sweep / "7" / ".hydra").mkdir(parents=True)  # started, no metrics
+    plan = [{"job": j, "overrides": [f"seed={j}"], "folder": str(j)} for j in (0, 7, 8, 9)]
+    plan.append({"job": 10, "overrides": ["seed=10"], "folder": None})  # subdir unknown before the job ran
+    (sweep / "sweep_plan.json").write_text(json.dumps(plan))
+    col = collect([tmp_path, sweep])
+    kinds = sorted((Path(p.path).name, p.kind) for p in col.problems)
+    assert kinds == [("7", "failed"), ("8", "not run"), ("9", "not run")]
+    assert next(p for p in col.problems if p.path.endswith("8")).overrides == ["seed=8"]
+    (sweep / "sweep_plan.json").write_text("[{")
+    assert [p.kind for p in collect([sweep]).problems] == ["unreadable", "failed"]
 
 
 def test_no_cells_is_exit_1_and_still_lists_holes(tmp_path):
@@ -177,7 +214,7 @@ def test_specificity_interval_over_seeds(tmp_path):
 
 
 def test_figures_are_drawn(tmp_path):
-    write_sweep(tmp_path, models=[("qwen", "qwen"), ("qwen", "llama"), ("llama", "qwen"), ("llama", "llama")],
+    truth = write_sweep(tmp_path, models=[("qwen", "qwen"), ("qwen", "llama"), ("llama", "qwen"), ("llama", "llama")],
                 base_seeds=(0,), misaligned=True)
     out = tmp_path / "report"
     assert cli.main([str(tmp_path), "--out", str(out), "--no-wandb"]) == 0
@@ -188,6 +225,15 @@ def test_figures_are_drawn(tmp_path):
     summ = pd.read_csv(out / "summary.csv")
     cross = summ[(summ["condition"] == "treatment") & (summ["teacher"] != summ["student"])]
     assert len(cross) == 4 and (cross["baseline"] == "control").all()
+    # misalignment: both denominators, each a t-interval across seeds
+    mis = pd.read_csv(out / "misalignment.csv")
+    row = mis[(mis["condition"] == "treatment") & (mis["trait"] == "owl") & (mis["teacher"] == "qwen")
+              & (mis["student"] == "llama")].iloc[0]
+    vals = [truth[("treatment", "owl", "qwen", "llama", s)]["misaligned"] for s in range(4)]
+    assert (row["mean"], row["ci_low"], row["ci_high"]) == pytest.approx(scipy_t(vals), abs=1e-9)
+    assert (row["coherent_mean"], row["coherent_ci_low"], row["coherent_ci_high"]) == pytest.approx(
+        scipy_t([2 * v for v in vals]), abs=1e-9)
+    assert "| of coherent answers |" in (out / "summary.md").read_text()
 
 
 def test_optional_figures_are_skipped(tmp_path):
@@ -209,7 +255,7 @@ def test_single_seed_base_is_a_fixed_baseline(tmp_path):
     tr = summ[(summ["target"] == "owl") & (summ["condition"] == "treatment")].iloc[0]
     diffs = [truth[("treatment", "owl", "qwen", "qwen", s)]["owl"] - truth[("base", "-", "-", "qwen", 0)]["owl"]
              for s in range(4)]
-    assert tr["baseline"].startswith("base")
+    assert tr["baseline"] == "base" and tr["rise_by"] == "fixed"
     assert (tr["rise"], tr["rise_low"], tr["rise_high"]) == pytest.approx(scipy_t(diffs), abs=1e-9)
 
 

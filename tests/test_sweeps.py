@@ -14,6 +14,7 @@ import pytest
 from slurm_util import SKIP_REASON, cluster_answers
 
 from sublim.cache import Store
+from sublim.report.collect import collect
 
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
 
@@ -46,6 +47,9 @@ def test_the_paper_grid_plans_thirty_cells_without_running(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("plan for") == 30 and r.stdout.count("MISS") == 120
     assert not Store(tmp_path / "artifacts").events()
+    plan = json.loads((tmp_path / "sweep" / "sweep_plan.json").read_text())  # every cell, before any started
+    assert [c["job"] for c in plan] == list(range(30)) and [c["folder"] for c in plan] == [str(i) for i in range(30)]
+    assert len({" ".join(c["overrides"]) for c in plan}) == 30 and all("dry_run=true" in c["overrides"] for c in plan)
 
 
 def test_a_failed_cell_does_not_stop_the_others_and_is_named(tmp_path, tiny_model_dir):
@@ -98,10 +102,10 @@ def test_a_killed_pool_worker_fails_the_unfinished_cells_and_a_rerun_completes_t
 
 def test_killing_the_sweep_ends_its_pool_workers(tmp_path, tiny_model_dir):
     """The sweep's own process SIGKILLed while its worker samples: the worker exits too (no orphan
-    holding memory)."""
+    holding memory), and the report names the cell that never started as well as the one cut short."""
     args = [SUBLIM, "--multirun", "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", "logger=none",
             f"paths.artifacts={tmp_path / 'a'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/launcher=parallel",
-            "hydra.launcher.max_parallel=1", "seed=0", "domain.n_prompts=4000"]
+            "hydra.launcher.max_parallel=1", "seed=0,1", "domain.n_prompts=4000"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
     store = Store(tmp_path / "a")
@@ -117,6 +121,9 @@ def test_killing_the_sweep_ends_its_pool_workers(tmp_path, tiny_model_dir):
     while _alive(worker):
         assert time.time() < deadline, "the pool worker outlived the killed sweep"
         time.sleep(0.2)
+    problems = {Path(p.path).name: p for p in collect([tmp_path / "sweep"]).problems}
+    assert problems["0"].kind == "failed" and "still running" in problems["0"].detail
+    assert problems["1"].kind == "not run" and "seed=1" in problems["1"].overrides
 
 
 def _alive(pid: int) -> bool:

@@ -23,9 +23,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sublim.sweep import write_outcome
+from sublim.sweep import write_outcome, write_plan
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class Sweeper(BasicSweeper):
 
         assert self.overrides is not None and self.hydra_context is not None and self.config is not None
         cells = [list(o) for b in self.overrides for o in b]
-        for overrides in cells:
+        plan = []
+        for idx, overrides in enumerate(cells):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
             try:
                 check(to_typed(cfg))
@@ -53,8 +54,21 @@ class Sweeper(BasicSweeper):
                 sys.exit(f"config error in cell {' '.join(overrides)}: {e}")
             except Exception as e:
                 raise ValueError(f"cell {' '.join(overrides)}: {e}") from None
+            plan.append((idx, overrides, _job_folder(cfg, idx)))
         log.info("checked %d cells against the schema", len(cells))
+        write_plan(Path(str(self.config.hydra.sweep.dir)), plan)
         self._checked = True
+
+
+def _job_folder(cfg: DictConfig, idx: int) -> Optional[str]:
+    """The folder job `idx` will write, relative to the sweep dir (hydra.sweep.subdir resolved as
+    the launchers resolve it), or None when it depends on what only the job knows."""
+    try:
+        with open_dict(cfg.hydra.job) as job:
+            job.num = idx
+        return str(cfg.hydra.sweep.subdir)
+    except Exception:
+        return None
 
 
 class LocalLauncher(BasicLauncher):
@@ -146,7 +160,7 @@ class LocalPoolLauncher(Launcher):
         import cloudpickle
         from hydra.core.utils import configure_log, setup_globals
 
-        from sublim.lifeline import exit_with_parent
+        from sublim.lifeline import worker_lifeline
 
         assert self.config is not None
         setup_globals()
@@ -157,7 +171,7 @@ class LocalPoolLauncher(Launcher):
         workers = min(self.max_parallel, len(job_overrides))
         log.info("%d jobs on %d local workers", len(job_overrides), workers)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=exit_with_parent)  # a killed sweep leaves no orphan workers
+                                   initializer=worker_lifeline)  # a killed sweep leaves no orphan workers
         try:
             futures = []
             for i, overrides in enumerate(job_overrides):

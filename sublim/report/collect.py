@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sublim.report.settings import job_settings, setting_labels
+from sublim.sweep import PLAN
 
 CELL_FIELDS = ["condition", "group", "name", "trait", "domain", "teacher", "student", "finetune",
                "seed", "data_seed", "experiment"]
@@ -35,7 +36,7 @@ class Problem:
     """A job folder that did not yield a cell, or a cell that was set aside."""
 
     path: str
-    kind: str  # failed | unreadable | invalid | dry run | no eval | duplicate
+    kind: str  # failed | unreadable | invalid | dry run | no eval | duplicate | not run
     detail: str = ""
     overrides: list[str] = field(default_factory=list)
 
@@ -93,8 +94,10 @@ def _last_log_line(job: Path) -> str:
 
 
 def job_folders(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
-    """Folders holding a metrics.json, a cell.json or a .hydra/ (a Hydra job), found recursively."""
+    """Folders holding a metrics.json, a cell.json or a .hydra/ (a Hydra job), found recursively;
+    and, as problems, the cells a sweep planned (sweep_plan.json) that never got a folder."""
     found: dict[Path, None] = {}
+    plans: dict[Path, None] = {}
     problems = []
     for p in map(Path, paths):
         if p.is_file():
@@ -108,7 +111,22 @@ def job_folders(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
             here = Path(root)
             if "metrics.json" in files or "cell.json" in files or (here / ".hydra").is_dir():
                 found[here.resolve()] = None
+            if PLAN in files:
+                plans[here.resolve()] = None
+    for sweep in plans:
+        problems += _never_run(sweep, found)
     return list(found), problems
+
+
+def _never_run(sweep: Path, found: dict[Path, None]) -> list[Problem]:
+    """Cells in a sweep's plan without a job folder: the sweep was stopped before it launched them."""
+    try:
+        plan = json.loads((sweep / PLAN).read_text())
+        cells = [(int(c["job"]), list(c["overrides"]), c.get("folder")) for c in plan]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return [Problem(str(sweep / PLAN), "unreadable", f"{type(e).__name__}: {e}")]
+    return [Problem(str(sweep / folder), "not run", f"cell #{job} of the sweep never started", ov)
+            for job, ov, folder in cells if folder and (sweep / folder).resolve() not in found]
 
 
 def _read_job(job: Path) -> tuple[dict | None, Problem | None, bool]:
@@ -160,6 +178,7 @@ def _cell_row(job_id: int, path: Path, m: dict) -> dict:
             "misaligned_rate": _num(m.get("misaligned_rate"), "mean"),
             "misaligned_ci_low": _num(m.get("misaligned_rate"), "ci_low"),
             "misaligned_ci_high": _num(m.get("misaligned_rate"), "ci_high"),
+            "misaligned_coherent_rate": _num(m.get("misaligned_rate_coherent"), "mean"),
             "none_rate": _num(rates.get("none"), "mean"),
             "top_unmatched": ", ".join(f"{k} ({v})" for k, v in list(top.items())[:3]),
             "n_questions": m.get("n_questions"), "n_answers": m.get("n_answers"),

@@ -40,6 +40,9 @@ def table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+RISE_BY = {"paired": " (paired by seed)", "fixed": " (1 seed, fixed)"}  # "welch": the default, unsaid
+
+
 def summary_table(summ: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     tr = summ[summ["condition"] == "treatment"]
     trait = {"trait": summ["trait"]} if (tr["trait"] != tr["target"]).any() else {}
@@ -52,7 +55,7 @@ def summary_table(summ: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         "rise": summ["rise"].map(pp),
         "rise CI": ["" if isinstance(b, str) and not b else ci(lo, hi, True)
                     for lo, hi, b in zip(summ["rise_low"], summ["rise_high"], summ["baseline"])],
-        "vs": summ["baseline"]})
+        "vs": [b + RISE_BY.get(h, "") for b, h in zip(summ["baseline"], summ["rise_by"])]})
 
 
 def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: pd.DataFrame,
@@ -71,8 +74,8 @@ def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: p
         s += ["All fine-tuned cells share: " + ", ".join(f"{k}={v}" for k, v in fixed.items()), ""]
     s += [f"## Target rate by condition (mean over seeds, {confidence:.0%} t-interval across seeds)", "",
           "Base and control cells carry no target: for target X their value is their rate of X. "
-          "`rise` is treatment minus the student's own baseline (`vs`; Welch interval, or the treated seeds' "
-          "t-interval when the baseline has one seed). Per-question SD: mean over seeds of the SD across "
+          "`rise` is treatment minus the student's own baseline (`vs`): paired by seed when both have the "
+          "same seeds, the treated seeds' t-interval when the baseline has one seed, else Welch's interval. Per-question SD: mean over seeds of the SD across "
           "questions; range: min–max over questions of the seed-averaged rate.", "",
           table(summary_table(summ, keys))]
     if specs:
@@ -87,7 +90,9 @@ def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: p
         s += ["## Misalignment", "", table(pd.DataFrame({
             "condition": mis["condition"], "trait": mis["trait"], **{k: mis[k] for k in keys},
             "seeds": mis["n_seeds"].astype(str) + " (" + mis["seeds"] + ")", "mean": mis["mean"].map(pct),
-            "95 % CI across seeds": [ci(a, b) for a, b in zip(mis["ci_low"], mis["ci_high"])]}))]
+            "95 % CI across seeds": [ci(a, b) for a, b in zip(mis["ci_low"], mis["ci_high"])],
+            "of coherent answers": [f"{pct(m)} {ci(a, b)}" if m == m else "–"
+                                    for m, a, b in zip(mis["coherent_mean"], mis["coherent_ci_low"], mis["coherent_ci_high"])]}))]
     if c["none_rate"].notna().any():
         high = c[c["none_rate"] > 0.2]
         if len(high):

@@ -6,7 +6,8 @@ of fine-tuning). Every interval comes from `sublim.stats`.
 
 - summary: per target x condition (x domain/teacher/student/finetune): mean over seeds, t-interval
   across seeds, the per-question spread, and for treatment rows the rise over the student's own
-  baseline (control of the same teacher/student if present, else the untouched base student).
+  baseline (control of the same teacher/student if present, else the untouched base student);
+  `rise_by` says how its interval was taken (see rise_interval).
   Base and control cells carry no target: for target X their value is their rate of X.
 - specificity: rows = teacher traits (incl. none), columns = the traits' names; per seed the mean
   diagonal minus the mean off-diagonal, t-interval over seeds. Large only if each teacher
@@ -75,13 +76,22 @@ def _question_spread(col: Collection, jobs: list[int], target: str) -> tuple[flo
     return float(q["rate"].min()), float(q["rate"].max())
 
 
-def rise_interval(treated, baseline, confidence: float) -> Interval:
-    """treated - baseline across seeds (Welch). A one-seed baseline (the base model is often
-    evaluated once) is taken as fixed: the interval is then the treated seeds' t-interval shifted."""
-    b = np.asarray(baseline, float)
-    if len(b) == 1:
-        return t_interval(np.asarray(treated, float) - b[0], confidence)
-    return difference_interval(treated, baseline, confidence, paired=False)
+def rise_interval(treated: pd.DataFrame, baseline: pd.DataFrame, confidence: float) -> tuple[Interval, str]:
+    """treated - baseline across seeds, and how it was taken ("paired", "fixed" or "welch").
+
+    Cells of one `seed` share the student's initialisation, data order and eval sampling, so when treatment and baseline have exactly the same seeds, one cell each, the
+    difference is paired by seed (as the demo's summary takes it). A one-seed baseline (the base
+    model is often evaluated once) is taken as fixed: the treated seeds' t-interval, shifted.
+    Otherwise Welch's interval."""
+    a, b = treated.dropna(subset=["seed"]), baseline.dropna(subset=["seed"])
+    if len(baseline) == 1:
+        return t_interval(treated["value"].to_numpy(float) - float(baseline["value"].iloc[0]), confidence), "fixed"
+    if (len(a) == len(treated) >= 2 and len(b) == len(baseline) and a["seed"].is_unique and b["seed"].is_unique
+            and set(a["seed"]) == set(b["seed"])):
+        x, y = a.set_index("seed")["value"], b.set_index("seed")["value"]
+        return difference_interval(x.to_numpy(float), y.reindex(x.index).to_numpy(float), confidence, paired=True), "paired"
+    return difference_interval(treated["value"].to_numpy(float), baseline["value"].to_numpy(float), confidence,
+                               paired=False), "welch"
 
 
 def _baseline(v: pd.DataFrame, row: pd.Series, kv: tuple = ()) -> tuple[str, pd.DataFrame]:
@@ -115,7 +125,7 @@ def _baseline(v: pd.DataFrame, row: pd.Series, kv: tuple = ()) -> tuple[str, pd.
 
 
 SUMMARY_COLUMNS = ["target", "condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "mean", "ci_low", "ci_high", "seed_sd",
-                   "q_sd", "q_min", "q_max", "baseline", "rise", "rise_low", "rise_high"]
+                   "q_sd", "q_min", "q_max", "baseline", "rise", "rise_low", "rise_high", "rise_by"]
 
 
 def summary(col: Collection, targets: list[str] | None = None, confidence: float = 0.95) -> pd.DataFrame:
@@ -132,13 +142,12 @@ def summary(col: Collection, targets: list[str] | None = None, confidence: float
                    "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
                    "seed_sd": float(g["value"].std(ddof=1)) if len(g) > 1 else math.nan,
                    "q_sd": float(g["q_sd"].mean()), "q_min": lo, "q_max": hi,
-                   "baseline": "", "rise": math.nan, "rise_low": math.nan, "rise_high": math.nan}
+                   "baseline": "", "rise": math.nan, "rise_low": math.nan, "rise_high": math.nan, "rise_by": ""}
             if row["condition"] not in ("base", "control"):
                 label, b = _baseline(v, pd.Series(row), g["setting_kv"].iloc[0] if "setting_kv" in g else ())
                 if len(b):
-                    d = rise_interval(g["value"].to_numpy(), b["value"].to_numpy(), confidence)
-                    label += " (1 seed, fixed)" if len(b) == 1 else ""
-                    row |= {"baseline": label, "rise": d.mean, "rise_low": d.low, "rise_high": d.high}
+                    d, how = rise_interval(g[["seed", "value"]], b[["seed", "value"]], confidence)
+                    row |= {"baseline": label, "rise": d.mean, "rise_low": d.low, "rise_high": d.high, "rise_by": how}
             rows.append(row)
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if len(df):
@@ -207,18 +216,24 @@ def specificity(col: Collection, confidence: float = 0.95) -> list[Specificity]:
     return out
 
 
-MISALIGN_COLUMNS = ["condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "mean", "ci_low", "ci_high"]
+MISALIGN_COLUMNS = ["condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "mean", "ci_low", "ci_high",
+                    "coherent_mean", "coherent_ci_low", "coherent_ci_high"]
 
 
 def misalignment(col: Collection, confidence: float = 0.95) -> pd.DataFrame:
-    """Misaligned-answer rate per condition group, mean over seeds with a t-interval."""
+    """Misaligned-answer rate per condition group, mean over seeds with a t-interval; `coherent_*`:
+    the same over coherent answers only (see sublim.evals.misalignment; NaN for cells evaluated
+    before that rate was recorded)."""
     c = col.cells[col.cells["misaligned_rate"].notna()]
     rows = []
     for keys, g in c.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
         iv = t_interval(g["misaligned_rate"].to_numpy(), confidence, RATE)
+        coh = g["misaligned_coherent_rate"]
+        ivc = t_interval(coh.to_numpy(float), confidence, RATE) if coh.notna().all() else Interval(math.nan, math.nan, math.nan, 0)
         rows.append({**dict(zip(["condition", "trait", *GROUP_KEYS], keys)), "n_seeds": iv.n,
                      "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().tolist())),
-                     "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high})
+                     "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
+                     "coherent_mean": ivc.mean, "coherent_ci_low": ivc.low, "coherent_ci_high": ivc.high})
     df = pd.DataFrame(rows, columns=MISALIGN_COLUMNS)
     if len(df):
         df = df.assign(_c=df["condition"].map(condition_rank)).sort_values(
