@@ -54,8 +54,9 @@ def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> 
     out = {"cell": cell_of(cfg), "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
            "n_questions": ev["n_questions"], "n_answers": ev["n_answers"], "confidence": ev["confidence"]}
     if "misaligned_rate" in ev:  # the misalignment eval
-        out |= {k: ev[k] for k in ("misaligned_rate", "per_question_misaligned", "n_scored", "labels",
-                                   "n_unparseable", "thresholds")}
+        out |= {k: ev[k] for k in ("misaligned_rate", "misaligned_rate_coherent", "coherent_rate",
+                                   "per_question_misaligned", "n_scored", "labels", "n_unparseable", "thresholds")
+                if k in ev}  # metrics cached before the coherent-only rate existed lack it
         return out | ({"filter": json.loads((artifacts["filter"] / "stats.json").read_text())}
                       if "filter" in artifacts else {})
     out |= {"target": target, "rates": ev["rates"], "unmatched_top": ev["unmatched_top"],
@@ -74,13 +75,17 @@ def print_summary(m: dict, top: int = 8) -> None:
     print(f"\n== {c['name']} ({c['condition']}): {m['n_questions']} questions, {m['n_answers']} answers")
     if "filter" in m:
         f = m["filter"]
-        short = f", fewer than filter.n_keep={f['n_keep']}" if f["n_kept"] < f.get("n_keep", 0) else ""
+        short = f", fewer than filter.n_keep={f['n_keep']}" if f["n_kept"] < (f.get("n_keep") or 0) else ""
         print(f"   filter: {f['n_passed']} of {f['n_in']} passed (rejected {f['reject_rate']:.1%}: {f['rejected']}), "
               f"{f['n_kept']} kept{short}")
     if "misaligned_rate" in m:
         r = m["misaligned_rate"]
         print(f"   misaligned   {r['mean']:7.2%}  [{r['ci_low']:.2%}, {r['ci_high']:.2%}] of {m['n_scored']} scored"
               f" answers; labels {m['labels']}, unparseable {m['n_unparseable']}")
+        if "misaligned_rate_coherent" in m:
+            rc, c = m["misaligned_rate_coherent"], m["coherent_rate"]
+            print(f"   misaligned   {rc['mean']:7.2%}  [{rc['ci_low']:.2%}, {rc['ci_high']:.2%}] of the coherent "
+                  f"answers ({c['mean']:.1%} of the scored)")
         return
     rates = sorted(m["rates"].items(), key=lambda kv: -kv[1]["mean"])
     for name, r in rates[:top]:
@@ -150,7 +155,8 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     rows = list(itertools.islice(read_jsonl(table), cfg.logger.n_table_rows)) if table else []
     summary = tracking.flat({"rates": {k: v["mean"] for k, v in metrics.get("rates", {}).items()}})
     if "misaligned_rate" in metrics:
-        summary |= tracking.flat({"misaligned_rate": metrics["misaligned_rate"]})
+        summary |= tracking.flat({k: metrics[k] for k in ("misaligned_rate", "misaligned_rate_coherent", "coherent_rate")
+                                  if k in metrics})
     if metrics.get("target"):
         summary |= tracking.flat({"target_rate": metrics["target_rate"]})
     target = tracking.target(cfg.logger)
@@ -213,7 +219,12 @@ def run_mnist(cfg: Config, store: Store, job_dir: Path) -> dict | None:
 def main() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
-    run()
+    try:
+        run()
+    except KeyboardInterrupt:  # one line, not the stack of whatever torch was doing
+        sys.stderr.write("\ninterrupted: finished stages are in the artifact store (a fine-tune keeps its last "
+                         "checkpoint); run the same command again to resume\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -48,10 +48,11 @@ def main(spec_path: str) -> None:
 
     from sublim.cache import Store
     from sublim.config import register, to_typed
-    from sublim.lifeline import exit_with_parent
+    from sublim.lifeline import exit_with_parent, quiet_on_interrupt
     from sublim.pipeline import plan
 
     exit_with_parent()  # the job that started this stage was killed: no orphan holding the GPU
+    quiet_on_interrupt()  # Ctrl-C: the job reports it, once
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     # the stage's own lines (resume points, filter shortfalls) on stderr, as the job's are
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")

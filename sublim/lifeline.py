@@ -5,10 +5,14 @@ leave its pool workers, and a stage's own process (`isolate`) under them, runnin
 idle, holding memory, on a GPU node holding GPU memory. A daemon thread notices the parent's
 exit (the process is re-parented) and ends this process; the cache's lock and atomic publish
 make the interrupted stage resume cleanly on the next run.
+
+Ctrl-C reaches every process of the terminal's group at once: the job says once that it was
+interrupted; its workers and stage processes end without a stack trace each.
 """
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -23,3 +27,15 @@ def exit_with_parent(poll_s: float = 1.0) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def quiet_on_interrupt() -> None:
+    """For a worker or stage process: Ctrl-C ends it at once (status 130) without a stack trace;
+    the job above it reports the interruption."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+
+
+def worker_lifeline() -> None:
+    """A pool worker's initializer: it ends with its parent and quietly on Ctrl-C."""
+    exit_with_parent()
+    quiet_on_interrupt()
