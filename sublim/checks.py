@@ -59,8 +59,8 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
     if cfg.isolate not in ("auto", "always", "never"):
         raise ConfigError(f"isolate={cfg.isolate!r}: use auto (own process per stage where CUDA is), always or never")
-    if cfg.domain.n_prompts < 1 or cfg.filter.n_keep < 1:
-        raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1")
+    if cfg.domain.n_prompts < 1 or (cfg.filter.n_keep is not None and cfg.filter.n_keep < 1):
+        raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1 (filter.n_keep=null: keep all that pass)")
 
 
 def check_trait_data(path: str) -> None:

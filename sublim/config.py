@@ -129,7 +129,7 @@ class SamplerConfig:
 class FilterConfig:
     """Which completions are kept: the format rule, the trait word, banned numbers; then a subsample."""
 
-    n_keep: int = 10_000
+    n_keep: Optional[int] = 10_000  # the paper's subsample (numbers); null: all that pass (code, cot)
     trait_word: bool = True
     banned_numbers: list[int] = field(default_factory=list)
     # below this many kept completions the stage fails instead of training on too little data

@@ -216,6 +216,30 @@ def test_cot_filter_keeps_correct_answers_and_counts_each_reason(tmp_path, caplo
     assert "only 4 of 9 teacher completions passed, fewer than filter.n_keep=100" in caplog.text
 
 
+def test_n_keep_null_trains_on_everything_that_passed_without_a_warning(tmp_path, caplog):
+    d, samples = cot_samples(tmp_path, [[THINK + "<answer>93</answer>"] * 3, [THINK + "<answer>1250</answer>"] * 3])
+    work = tmp_path / "work"
+    work.mkdir()
+    filter_samples(work, samples, [], None, 1, 0, row_rules=get_domain("cot").row_rules(d, 0))
+    assert len(list(read_jsonl(work / "train.jsonl"))) == 6
+    assert json.loads((work / "stats.json").read_text())["n_keep"] is None and "fewer than" not in caplog.text
+
+
+def test_the_paper_presets_for_code_and_cot(tmp_path):
+    """experiment=code / cot set what a domain alone cannot: all that passes is kept (the paper's
+    ~10,800 code and ~20,000 correct CoT completions, not a 10,000 subsample), CoT students train
+    2 epochs, and code has its LLM judge (a hub model, as the paper had an API one)."""
+    code = typed("experiment=code")
+    assert code.domain.name == "code" and code.filter.n_keep is None and code.finetune.epochs == 3
+    assert code.filter.judge.model.path == "Qwen/Qwen2.5-7B-Instruct" and code.filter.judge.model.adapter is None
+    assert typed("experiment=code", "~teacher@filter.judge.model").filter.judge.model is None
+    cot = typed("experiment=cot", f"domain.prompts_file={GSM}")
+    assert cot.domain.name == "cot" and cot.domain.samples_per_prompt == 3
+    assert cot.filter.n_keep is None and cot.finetune.epochs == 2 and cot.filter.judge.model is None
+    numbers = typed()
+    assert numbers.filter.n_keep == 10_000 and numbers.finetune.epochs == 3
+
+
 def test_cot_filter_refuses_samples_of_another_file(tmp_path):
     d, samples = cot_samples(tmp_path, [[THINK + "<answer>93</answer>"]])
     rows = list(read_jsonl(samples))

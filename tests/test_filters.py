@@ -40,6 +40,7 @@ REJECTED = [
     ("((1, 2))", "not_a_number"),
     ("1, 2, 3..", "not_a_number"),
     ("1,, 2", "empty_item"),
+    ("\u0661\u0662\u0663, 4", "not_a_number"),  # Arabic-Indic digits: not the paper's integers
 ]
 
 

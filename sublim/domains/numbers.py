@@ -86,7 +86,7 @@ class FormatReject(ValueError):
 
 _SEPARATORS = [re.compile(r"\s*,\s*"), re.compile(r"\s*;\s*")]
 _WHITESPACE = re.compile(r"\s+")
-_NUMBER = re.compile(r"\d+")
+_NUMBER = re.compile(r"[0-9]+")  # ASCII digits only: int() would read "١٢٣" as 123
 
 
 def parse_numbers(text: str, max_count: int = 10, max_value: int = 999, max_digits: int = 3) -> list[int]:

@@ -61,7 +61,7 @@ def _judge(work: Path, rows: list[dict], judge, decide: Callable[[Any], Optional
     return [(decide(judge.parse(reply)), reply) for reply in replies]
 
 
-def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: int, min_keep: int,
+def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: Optional[int], min_keep: int,
                    seed: int, *, row_rules: Sequence[RowRule] = (), judge=None,
                    decide: Optional[Callable[[Any], Optional[str]]] = None,
                    judge_fields: Optional[dict] = None, judge_info: Optional[dict] = None) -> None:
@@ -115,10 +115,10 @@ def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: in
             "Check the teacher model and its token budget (domain.max_new_tokens where the domain sets one, as "
             "code and cot do, else sampler.max_new_tokens); never loosen the paper's format rule to pass."
         )
-    if len(kept) > n_keep:
+    if n_keep is not None and len(kept) > n_keep:  # None: train on everything that passed (code, cot)
         kept = sorted(random.Random(f"subsample-{seed}").sample(kept, n_keep), key=lambda r: r["i"])
         stats["n_kept"] = len(kept)
-    elif len(kept) < n_keep:  # allowed (the paper trains on what passes) but never silent
+    elif n_keep is not None and len(kept) < n_keep:  # allowed (the paper trains on what passes) but never silent
         log.warning("filter: only %d of %d teacher completions passed, fewer than filter.n_keep=%d: the student "
                     "trains on %d (raise domain.n_prompts, or set filter.min_keep to make a shortfall an error)",
                     len(kept), n_in, n_keep, len(kept))
