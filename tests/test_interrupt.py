@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from sublim.cache import Store
 
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
@@ -22,13 +20,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("mode", ["single cell, stage in its own process", "sweep on pool workers"])
-def test_ctrl_c_ends_every_process_with_one_line(tmp_path, tiny_model_dir, mode):
-    args = [SUBLIM, "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", "logger=none",
-            f"paths.artifacts={tmp_path / 'a'}", "domain.n_prompts=4000", "isolate=always"]
-    if mode.startswith("sweep"):
-        args[1:1] = ["--multirun", "hydra/launcher=parallel", "hydra.launcher.max_parallel=2", "seed=0,1"]
-    args += [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+def test_ctrl_c_ends_every_process_with_one_line(tmp_path, tiny_model_dir):
+    """A sweep on two pool workers, each stage in its own process: the most processes a job has
+    (a single cell goes through the same main and stage process)."""
+    args = [SUBLIM, "--multirun", "hydra/launcher=parallel", "hydra.launcher.max_parallel=2", "seed=0,1",
+            "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", "logger=none",
+            f"paths.artifacts={tmp_path / 'a'}", "domain.n_prompts=4000", "isolate=always",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ | {"OMP_NUM_THREADS": "1"}, start_new_session=True)
     store = Store(tmp_path / "a")

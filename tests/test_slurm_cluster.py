@@ -140,6 +140,7 @@ def test_job_array_runs_in_parallel(executor):
     assert last_start < first_end, f"tasks did not overlap: {results}"
 
 
+@pytest.mark.slow  # ~16 s; what users see of it is test_sweeps' cancelled-job test, in the default suite
 def test_cancelled_job_raises_instead_of_hanging(executor):
     job = executor.submit(time.sleep, 300)
     _wait_state(job.job_id, {"RUNNING"}, 30)
