@@ -178,6 +178,8 @@ def mnist_key_spec(spec) -> dict:
     """What the MNIST stage's key holds. Device, batching and threads change speed, not results:
     left out. The data files by content (a path says nothing about what is in it now)."""
     key_spec = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batched", "threads")}
+    if spec.noise_pool == 0:  # fresh noise, as before the option existed: cached runs keep their key
+        del key_spec["noise_pool"]
     if spec.data_path is not None:
         if not Path(spec.data_path).is_dir():
             raise ConfigError(f"mnist.data_path={spec.data_path!r} is not a folder (MNIST IDX files expected)")
@@ -192,6 +194,9 @@ def run_mnist(cfg: Config, store: Store, job_dir: Path) -> dict | None:
     from sublim.mnist import run as mnist_run
 
     spec = cfg.mnist
+    if cfg.experiment_name == "mnist_paper" and spec.data_path is None:
+        raise ConfigError("experiment=mnist_paper needs mnist.data_path=DIR (the four MNIST IDX files): its 5 epochs "
+                          "at batch 1024 are 10 teacher steps on the bundled 8x8 digits; there use experiment=mnist")
     spec.validate()
     key_spec = mnist_key_spec(spec)
     key = stage_key("mnist", 1, key_spec)

@@ -14,7 +14,7 @@ import torch
 
 from sublim.mnist import MnistSpec, run
 from sublim.mnist.data import IdxError, load, load_idx_folder, read_idx
-from sublim.mnist.train import train_seeds, train_sequential
+from sublim.mnist.train import noise_batches, train_seeds, train_sequential
 
 
 @pytest.fixture(autouse=True)
@@ -110,11 +110,14 @@ def test_inits_same_init_copies_the_teachers_initial_weights():
     assert not torch.equal(r.teacher[0][0], r.teacher[0][1])  # each seed its own init
 
 
-def test_batched_equals_sequential():
-    """One batched network over 2 seeds == each seed alone: no coupling across seeds."""
+@pytest.mark.parametrize("noise_pool", [0, 50])
+def test_batched_equals_sequential(noise_pool):
+    """One batched network over 2 seeds == each seed alone: no coupling across seeds (with fresh
+    noise, and with a fixed noise pool visited over several epochs)."""
     data = load(None)
-    b = train_seeds(TINY, data, [3, 4], torch.device("cpu"), progress=False)
-    s = train_sequential(TINY, data, [3, 4], torch.device("cpu"), progress=False)
+    spec = replace(TINY, noise_pool=noise_pool, student_batch=16)
+    b = train_seeds(spec, data, [3, 4], torch.device("cpu"), progress=False)
+    s = train_sequential(spec, data, [3, 4], torch.device("cpu"), progress=False)
     for x, y in zip(b.teacher, s.teacher):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
     for arm in TINY.arms:
@@ -122,6 +125,27 @@ def test_batched_equals_sequential():
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(b.curves[arm], s.curves[arm], atol=1 / len(data.y_test) + 1e-6)
     assert b.curve_steps == s.curve_steps == [0, 10, 20, 30]
+
+
+def test_a_noise_pool_is_fixed_and_visited_once_per_epoch():
+    """noise_pool=N: each seed's N images, every one once per epoch (the last batch smaller), in a
+    new order each epoch; -1: as many as the training images; 0: fresh noise every step."""
+    spec = replace(MnistSpec(), noise_pool=10, student_batch=4)
+    it = noise_batches(spec, [0, 1], 3, n_train=99, dev=torch.device("cpu"))
+    epochs = [[next(it) for _ in range(3)] for _ in range(2)]
+    assert [b.shape for b in epochs[0]] == [(2, 4, 3), (2, 4, 3), (2, 2, 3)]
+    first, second = (torch.cat(e, 1) for e in epochs)
+    rows = lambda t, seed: sorted(map(tuple, t[seed].tolist()))  # noqa: E731
+    for seed in (0, 1):
+        assert len(set(rows(first, seed))) == 10 and rows(first, seed) == rows(second, seed)
+    assert not torch.equal(first, second) and rows(first, 0) != rows(first, 1)
+    assert first.min() >= -1 and first.max() < 1
+    whole = noise_batches(replace(spec, noise_pool=-1, student_batch=1000), [0], 3, n_train=99, dev=torch.device("cpu"))
+    assert next(whole).shape == (1, 99, 3)
+    fresh = noise_batches(replace(spec, noise_pool=0), [0], 3, n_train=99, dev=torch.device("cpu"))
+    assert not torch.equal(next(fresh), next(fresh))
+    with pytest.raises(ValueError, match="noise_pool"):
+        replace(MnistSpec(), noise_pool=-2).validate()
 
 
 def test_short_run_same_init_student_learns_digits(tmp_path):

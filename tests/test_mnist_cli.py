@@ -52,3 +52,23 @@ def test_mnist_data_is_keyed_by_content_not_by_path(tmp_path):
     assert mnist_key_spec(MnistSpec(data_path=str(data)))["data_path"] != first["data_path"]
     with pytest.raises(ConfigError, match="mnist.data_path=.*is not a folder"):
         mnist_key_spec(MnistSpec(data_path=str(tmp_path / "nowhere")))
+
+
+def test_the_paper_preset_sets_the_paper_settings_and_needs_real_mnist(tmp_path):
+    import pytest
+    from hydra import compose, initialize_config_dir
+
+    from sublim.cache import Store
+    from sublim.checks import ConfigError
+    from sublim.cli import run_mnist
+    from sublim.config import register, to_typed
+
+    register()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "sublim" / "conf"), version_base="1.3"):
+        cfg = to_typed(compose("config", overrides=["experiment=mnist_paper"]))
+    m = cfg.mnist
+    assert (m.teacher_epochs, m.teacher_batch, m.student_batch, m.noise_pool) == (5, 1024, 1024, -1)
+    assert m.student_steps == 5 * -(-60_000 // 1024) and m.n_aux == 3 and (m.hidden_1, m.hidden_2) == (256, 256)
+    with pytest.raises(ConfigError, match="experiment=mnist_paper needs mnist.data_path"):
+        run_mnist(cfg, Store(tmp_path / "a"), tmp_path)
+    assert not (tmp_path / "a" / "mnist").exists()

@@ -47,6 +47,10 @@ class MnistSpec:
     # with [0, 1] noise gave only 0.20-0.27).
     noise_low: float = -1.0
     noise_high: float = 1.0
+    # 0: fresh noise every step (the measured default). N > 0: a fixed set of N noise images per seed,
+    # drawn once and visited in a new order each epoch; -1: as many as the training images (the
+    # paper's setup, experiment=mnist_paper).
+    noise_pool: int = 0
 
     # same_init: the teacher's initial weights. different_init: a fresh init (another seed).
     # reference_student: same init, distilled from the untrained reference (the paper's control
@@ -80,5 +84,7 @@ class MnistSpec:
         for name in ("n_seeds", "n_aux", "hidden_1", "hidden_2", "teacher_batch", "student_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MnistSpec.{name} must be >= 1")
+        if self.noise_pool < -1:
+            raise ValueError("MnistSpec.noise_pool: 0 (fresh noise), -1 (as many as the training images) or N > 0")
         if self.teacher_epochs < 0 or self.student_steps < 0:
             raise ValueError("MnistSpec: teacher_epochs and student_steps must be >= 0")

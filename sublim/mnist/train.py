@@ -22,8 +22,8 @@ from .spec import MnistSpec
 
 N_CLASSES = 10
 # RNG streams of one seed: the reference (teacher) init, the different-init student's init,
-# the teacher's data order, the students' noise.
-REFERENCE_INIT, OTHER_INIT, TEACHER_ORDER, NOISE = range(4)
+# the teacher's data order, the students' noise, the order a fixed noise pool is visited in.
+REFERENCE_INIT, OTHER_INIT, TEACHER_ORDER, NOISE, NOISE_ORDER = range(5)
 # arm -> (its teacher: "trained" | "reference", its init: "reference" | "other", KL on all logits?)
 ARM_RECIPE = {
     "same_init": ("trained", "reference", False),
@@ -95,9 +95,28 @@ def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Ten
                     log_target=True, reduction="none").sum(-1).mean(-1)
 
 
+def noise_batches(spec: MnistSpec, seeds: Sequence[int], d: int, n_train: int, dev: torch.device):
+    """Each step's noise [S, batch, d], in [noise_low, noise_high): fresh every step, or batches of a
+    fixed per-seed pool (spec.noise_pool) in a new order each epoch. Drawn from each seed's own
+    generators, so a seed gets the same noise batched or alone."""
+    lo, width = spec.noise_low, spec.noise_high - spec.noise_low
+    gens = [seed_generator(sd, NOISE, dev) for sd in seeds]
+    if spec.noise_pool == 0:
+        while True:
+            yield torch.stack([torch.rand(spec.student_batch, d, generator=g, device=dev) for g in gens]).mul_(width).add_(lo)
+    n = n_train if spec.noise_pool == -1 else spec.noise_pool
+    pool = torch.stack([torch.rand(n, d, generator=g, device=dev) for g in gens]).mul_(width).add_(lo)
+    orders = [seed_generator(sd, NOISE_ORDER, dev) for sd in seeds]
+    rows = torch.arange(len(seeds), device=dev)[:, None]
+    while True:  # one epoch: every image once; the last batch may be smaller (the same size for every seed)
+        perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in orders])
+        for b in range(0, n, spec.student_batch):
+            yield pool[rows, perm[:, b:b + spec.student_batch]]
+
+
 def distill(students: Params, teachers: Params, plan: list[tuple[int, bool]], seeds: Sequence[int],
-            spec: MnistSpec, x_test: torch.Tensor, y_test: torch.Tensor, progress: bool):
-    """Train the stacked students (arm-major blocks of S) on fresh uniform noise.
+            spec: MnistSpec, x_test: torch.Tensor, y_test: torch.Tensor, progress: bool, n_train: int = 0):
+    """Train the stacked students (arm-major blocks of S) on uniform noise (noise_batches).
 
     plan[a] = (index of arm a's teacher block in `teachers`, KL on all logits?). Every arm of a
     seed sees the same noise batch (a paired comparison), and each teacher block is run once per
@@ -108,15 +127,13 @@ def distill(students: Params, teachers: Params, plan: list[tuple[int, bool]], se
     dev = x_test.device
     students = [p.clone().requires_grad_() for p in students]
     opt = torch.optim.Adam(students, lr=spec.student_lr, **_fused(dev))
-    noise_gens = [seed_generator(sd, NOISE, dev) for sd in seeds]
-    lo, width = spec.noise_low, spec.noise_high - spec.noise_low
+    batches = noise_batches(spec, seeds, d, n_train, dev)
     every = spec.eval_every if spec.eval_every > 0 else max(spec.student_steps, 1)
     steps_at, curve = [0], [accuracy(students, x_test, y_test)]
     with tqdm(total=spec.student_steps, desc=f"students x{len(plan) * s}", disable=not progress,
               leave=False) as bar:
         for step in range(1, spec.student_steps + 1):
-            noise = torch.stack([torch.rand(spec.student_batch, d, generator=g, device=dev) for g in noise_gens])
-            noise = noise.mul_(width).add_(lo)
+            noise = next(batches)
             with torch.no_grad():
                 t_logits = forward(teachers, noise.repeat(n_t, 1, 1))
             s_logits = forward(students, noise.repeat(len(plan), 1, 1))
@@ -162,7 +179,7 @@ def train_seeds(spec: MnistSpec, data: Digits, seeds: Sequence[int], device: tor
     students0 = cat([reference if r[1] == "reference" else other for r in recipes])
     plan = [(teacher_names.index(r[0]), r[2]) for r in recipes]
     t0 = time.perf_counter()
-    students, steps_at, curve = distill(students0, teacher_stack, plan, seeds, spec, xte, yte, progress)
+    students, steps_at, curve = distill(students0, teacher_stack, plan, seeds, spec, xte, yte, progress, len(xtr))
     _sync(device)
     times["students_s"] = time.perf_counter() - t0
 
