@@ -75,8 +75,9 @@ def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: p
     s += [f"## Target rate by condition (mean over seeds, {confidence:.0%} t-interval across seeds)", "",
           "Base and control cells carry no target: for target X their value is their rate of X. "
           "`rise` is treatment minus the student's own baseline (`vs`): paired by seed when both have the "
-          "same seeds, the treated seeds' t-interval when the baseline has one seed, else Welch's interval. Per-question SD: mean over seeds of the SD across "
-          "questions; range: min–max over questions of the seed-averaged rate.", "",
+          "same seeds, the treated seeds' t-interval when the baseline has one seed, else Welch's interval. "
+          "Per-question SD: mean over seeds of the SD across questions; range: min–max over questions of the "
+          "seed-averaged rate.", "",
           table(summary_table(summ, keys))]
     if specs:
         s += ["## Specificity (teacher trait x measured name)", "",
@@ -91,8 +92,8 @@ def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: p
             "condition": mis["condition"], "trait": mis["trait"], **{k: mis[k] for k in keys},
             "seeds": mis["n_seeds"].astype(str) + " (" + mis["seeds"] + ")", "mean": mis["mean"].map(pct),
             "95 % CI across seeds": [ci(a, b) for a, b in zip(mis["ci_low"], mis["ci_high"])],
-            "of coherent answers": [f"{pct(m)} {ci(a, b)}" if m == m else "–"
-                                    for m, a, b in zip(mis["coherent_mean"], mis["coherent_ci_low"], mis["coherent_ci_high"])]}))]
+            "of coherent answers": [f"{pct(m)} {ci(a, b)}" if m == m else "–" for m, a, b in
+                                    zip(mis["coherent_mean"], mis["coherent_ci_low"], mis["coherent_ci_high"])]}))]
     if c["none_rate"].notna().any():
         high = c[c["none_rate"] > 0.2]
         if len(high):

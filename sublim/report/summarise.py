@@ -79,8 +79,9 @@ def _question_spread(col: Collection, jobs: list[int], target: str) -> tuple[flo
 def rise_interval(treated: pd.DataFrame, baseline: pd.DataFrame, confidence: float) -> tuple[Interval, str]:
     """treated - baseline across seeds, and how it was taken ("paired", "fixed" or "welch").
 
-    Cells of one `seed` share the student's initialisation, data order and eval sampling, so when treatment and baseline have exactly the same seeds, one cell each, the
-    difference is paired by seed (as the demo's summary takes it). A one-seed baseline (the base
+    Cells of one `seed` share the student's initialisation, data order and eval sampling, so when
+    treatment and baseline have exactly the same seeds, one cell each, the difference is paired by
+    seed (as the demo's summary takes it). A one-seed baseline (the base
     model is often evaluated once) is taken as fixed: the treated seeds' t-interval, shifted.
     Otherwise Welch's interval."""
     a, b = treated.dropna(subset=["seed"]), baseline.dropna(subset=["seed"])
@@ -89,7 +90,8 @@ def rise_interval(treated: pd.DataFrame, baseline: pd.DataFrame, confidence: flo
     if (len(a) == len(treated) >= 2 and len(b) == len(baseline) and a["seed"].is_unique and b["seed"].is_unique
             and set(a["seed"]) == set(b["seed"])):
         x, y = a.set_index("seed")["value"], b.set_index("seed")["value"]
-        return difference_interval(x.to_numpy(float), y.reindex(x.index).to_numpy(float), confidence, paired=True), "paired"
+        paired = difference_interval(x.to_numpy(float), y.reindex(x.index).to_numpy(float), confidence, paired=True)
+        return paired, "paired"
     return difference_interval(treated["value"].to_numpy(float), baseline["value"].to_numpy(float), confidence,
                                paired=False), "welch"
 
@@ -229,7 +231,8 @@ def misalignment(col: Collection, confidence: float = 0.95) -> pd.DataFrame:
     for keys, g in c.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
         iv = t_interval(g["misaligned_rate"].to_numpy(), confidence, RATE)
         coh = g["misaligned_coherent_rate"]
-        ivc = t_interval(coh.to_numpy(float), confidence, RATE) if coh.notna().all() else Interval(math.nan, math.nan, math.nan, 0)
+        ivc = (t_interval(coh.to_numpy(float), confidence, RATE) if coh.notna().all()
+               else Interval(math.nan, math.nan, math.nan, 0))
         rows.append({**dict(zip(["condition", "trait", *GROUP_KEYS], keys)), "n_seeds": iv.n,
                      "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().tolist())),
                      "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
