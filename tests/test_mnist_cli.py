@@ -64,7 +64,8 @@ def test_the_paper_preset_sets_the_paper_settings_and_needs_real_mnist(tmp_path)
     from sublim.config import register, to_typed
 
     register()
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "sublim" / "conf"), version_base="1.3"):
+    conf = Path(__file__).resolve().parents[1] / "sublim" / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = to_typed(compose("config", overrides=["experiment=mnist_paper"]))
     m = cfg.mnist
     assert (m.teacher_epochs, m.teacher_batch, m.student_batch, m.noise_pool) == (5, 1024, 1024, -1)

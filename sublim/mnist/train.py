@@ -103,7 +103,8 @@ def noise_batches(spec: MnistSpec, seeds: Sequence[int], d: int, n_train: int, d
     gens = [seed_generator(sd, NOISE, dev) for sd in seeds]
     if spec.noise_pool == 0:
         while True:
-            yield torch.stack([torch.rand(spec.student_batch, d, generator=g, device=dev) for g in gens]).mul_(width).add_(lo)
+            fresh = torch.stack([torch.rand(spec.student_batch, d, generator=g, device=dev) for g in gens])
+            yield fresh.mul_(width).add_(lo)
     n = n_train if spec.noise_pool == -1 else spec.noise_pool
     pool = torch.stack([torch.rand(n, d, generator=g, device=dev) for g in gens]).mul_(width).add_(lo)
     orders = [seed_generator(sd, NOISE_ORDER, dev) for sd in seeds]
