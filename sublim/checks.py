@@ -57,10 +57,32 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"eval.subject={cfg.eval.subject!r}: use student or teacher")
     if cfg.eval.method not in ("sample", "logprob", "both"):
         raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
+    check_in_context(cfg)
     if cfg.isolate not in ("auto", "always", "never"):
         raise ConfigError(f"isolate={cfg.isolate!r}: use auto (own process per stage where CUDA is), always or never")
     if cfg.domain.n_prompts < 1 or (cfg.filter.n_keep is not None and cfg.filter.n_keep < 1):
         raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1 (filter.n_keep=null: keep all that pass)")
+
+
+def check_in_context(cfg: Config) -> None:
+    """eval.in_context puts the teacher's examples in the base student's context, in place of fine-tuning."""
+    n = cfg.eval.in_context
+    if n < 0:
+        raise ConfigError(f"eval.in_context={n}: the number of teacher examples in context, 0 (off) or more")
+    if n == 0:
+        return
+    if cfg.finetune.method != "none":
+        raise ConfigError(f"eval.in_context={n} shows the teacher's examples instead of training on them: add "
+                          f"finetune=none (finetune.method is {cfg.finetune.method!r}), or drop eval.in_context")
+    if cfg.eval.subject != "student":
+        raise ConfigError(f"eval.in_context={n} puts the teacher's examples before the student's questions: use "
+                          "eval.subject=student, or drop eval.in_context")
+    if cfg.eval.kind != "preference":
+        raise ConfigError(f"eval.in_context={n} is for the preference eval (eval=animal|tree), not "
+                          f"eval.kind={cfg.eval.kind!r}; drop eval.in_context")
+    if cfg.filter.n_keep is not None and cfg.filter.n_keep < n:
+        raise ConfigError(f"eval.in_context={n} is more than the filter keeps (filter.n_keep={cfg.filter.n_keep}): "
+                          f"use eval.in_context={cfg.filter.n_keep} or fewer, or a larger filter.n_keep")
 
 
 def check_trait_data(path: str) -> None:

@@ -32,11 +32,16 @@ register()
 
 
 def cell_of(cfg: Config) -> dict:
-    """Names for this cell: the seedless group (W&B, report) and its condition."""
+    """Names for this cell: the seedless group (W&B, report) and its condition.
+
+    An in-context cell (eval.in_context=N, the ICL control) is a control or treatment whose
+    fine-tuning reads `in_context{N}`: the report compares it with the ICL control of the same N."""
     method = cfg.finetune.method
     if cfg.eval.subject == "teacher":
         condition, method = "teacher", "-"
     else:
+        if cfg.eval.in_context > 0:
+            method = f"in_context{cfg.eval.in_context}"
         condition = "base" if method == "none" else ("control" if cfg.trait.name == "none" else "treatment")
     teacher = "-" if method == "none" else cfg.teacher.name
     trained_trait = cfg.trait.name != "none" and cfg.trait.method != "prompt"
@@ -49,7 +54,7 @@ def cell_of(cfg: Config) -> dict:
 
 def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> dict:
     ev = json.loads((artifacts["eval"] / "metrics.json").read_text())
-    measured_trait = cfg.eval.subject == "teacher" or cfg.finetune.method != "none"
+    measured_trait = cell_of(cfg)["condition"] != "base"  # a trained, in-context or teacher cell
     target = cfg.trait.name if cfg.trait.name != "none" and measured_trait else None
     out = {"cell": cell_of(cfg), "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
            "n_questions": ev["n_questions"], "n_answers": ev["n_answers"], "confidence": ev["confidence"]}

@@ -228,6 +228,11 @@ class EvalConfig:
     # student: the fine-tuned (or, with finetune=none, base) student. teacher: the teacher itself
     # (reference + trait prompt or trait adapter), to check that it has the trait.
     subject: str = "student"
+    # >0: the paper's in-context-learning control. This many (prompt, completion) pairs of the
+    # cell's own filtered teacher data (a seeded draw; the same for every question) come before each
+    # question as earlier user/assistant turns, in place of fine-tuning: needs finetune=none, the
+    # student and the preference eval, and a context long enough for them. 0: off.
+    in_context: int = 0
 
 
 @dataclass

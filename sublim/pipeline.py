@@ -134,6 +134,7 @@ class Subject:
     system_prompt: Optional[str]
     path: Optional[str] = None  # None: model.path
     adapter: Optional[str] = None
+    examples: Optional[Path] = None  # eval.in_context: the train.jsonl its in-context examples are drawn from
 
 
 def plan(cfg: Config, store: Store) -> list[Step]:
@@ -150,8 +151,13 @@ def plan(cfg: Config, store: Store) -> list[Step]:
         subject = Subject(trained or cfg.teacher, {"model": model_spec(cfg.teacher, "teacher"), "trait": trait_id},
                           system)
     elif cfg.finetune.method == "none":
-        subject = Subject(cfg.student, {"model": model_spec(cfg.student, "student"), "finetune": None},
-                          cfg.student.system_prompt)
+        identity = {"model": model_spec(cfg.student, "student"), "finetune": None}
+        examples = None
+        if cfg.eval.in_context > 0:  # the ICL control: the teacher's data in the context, not in the weights
+            data = add_data_steps(cfg, store, steps, backend)
+            identity["in_context"] = {"data": data[1], "n": cfg.eval.in_context, "seed": cfg.seed}
+            examples = store.path(*data) / "train.jsonl"
+        subject = Subject(cfg.student, identity, cfg.student.system_prompt, examples=examples)
     else:
         data = add_data_steps(cfg, store, steps, backend)
         distill_from = None
@@ -291,14 +297,16 @@ def add_eval_step(cfg: Config, steps: list[Step], backend: str, subject: Subject
 
     def run(work: Path) -> None:
         factory = _sampler_factory(cfg, backend, subject.model, subject.path, subject.adapter)
+        history = eval_stage.in_context_examples(subject.examples, e.in_context, cfg.seed) if subject.examples else ()
         if e.method in ("sample", "both"):
             eval_stage.evaluate(work, questions, e.n_samples, list(e.candidates), subject.system_prompt,
-                                factory, params, cfg.seed, cfg.sampler.batch_size, e.confidence)
+                                factory, params, cfg.seed, cfg.sampler.batch_size, e.confidence, history)
         if e.method == "both":  # the sampled rates stay beside the exact ones
             sampled = json.loads((work / "metrics.json").read_text())
         if e.method in ("logprob", "both"):
             eval_stage.evaluate_logprob(work, questions, list(e.candidates), list(e.logprob_forms),
-                                        subject.system_prompt, factory, cfg.sampler.batch_size, e.confidence)
+                                        subject.system_prompt, factory, cfg.sampler.batch_size, e.confidence,
+                                        history)
         if e.method == "both":
             exact = json.loads((work / "metrics.json").read_text())
             exact |= {"method": "both", "n_answers": sampled["n_answers"], "unmatched_top": sampled["unmatched_top"],

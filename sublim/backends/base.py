@@ -7,14 +7,21 @@ from typing import Iterator, Optional, Protocol
 
 @dataclass(frozen=True)
 class Chat:
-    """One prompt: an optional system message and a user message."""
+    """One prompt: an optional system message, earlier (user, assistant) turns, and the user message.
+
+    `history` holds worked examples shown before the question (eval.in_context: the teacher's data
+    in the student's context instead of in its weights); every backend renders a chat through
+    `messages()`, so sampling and exact scoring see the same turns."""
 
     user: str
     system: Optional[str] = None
+    history: tuple[tuple[str, str], ...] = ()
 
     def messages(self) -> list[dict]:
         head = [{"role": "system", "content": self.system}] if self.system is not None else []
-        return head + [{"role": "user", "content": self.user}]
+        turns = [{"role": role, "content": text} for pair in self.history
+                 for role, text in zip(("user", "assistant"), pair)]
+        return head + turns + [{"role": "user", "content": self.user}]
 
 
 @dataclass(frozen=True)

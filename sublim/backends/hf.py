@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sublim.backends.base import Batch, Chat, SamplingParams
-from sublim.backends.tokens import answer_token_ids, end_token_ids
+from sublim.backends.tokens import answer_token_ids, context_limit, end_token_ids
 from sublim.models import completion_logits, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class HFSampler:
         self.device, self.model, self.tokenizer = device, model.eval(), tokenizer
         self.sort_by_length = device != "cpu" if sort_by_length is None else sort_by_length
         self.sort_window = sort_window
+        self.context_limit = context_limit(model.config, tokenizer)  # (tokens, its source): see tokens.context_limit
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -39,3 +39,21 @@ def answer_token_ids(tokenizer, chat: Chat, answer: str, end_ids: set[int]) -> t
         if t in end_ids:
             return prompt, tail[: j + 1]
     raise ValueError(f"no end-of-turn token after the answer {answer!r}; set the model's eos_token_id")
+
+
+def context_limit(model_config, tokenizer) -> Optional[tuple[int, str]]:
+    """(the most tokens a prompt plus its answer may have, where that number comes from), or None.
+
+    The model's max_position_embeddings, or the tokenizer's model_max_length when smaller. A model
+    fed past its positions does not fail, it degrades quietly (rotary positions extrapolate), so
+    long prompts (eval.in_context) are checked against this before anything is generated.
+    Tokenizers that set no limit report about 1e30: not a limit."""
+    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    limits = []
+    positions = getattr(text_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append((positions, "the model's max_position_embeddings"))
+    tokenizer_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < 10**8:
+        limits.append((tokenizer_max, "the tokenizer's model_max_length"))
+    return min(limits) if limits else None

@@ -227,6 +227,8 @@ class VLLMSampler:
 
         self.api = api or import_vllm()
         self.chunk_prompts = chunk_prompts
+        # (tokens, its source): prompt plus answer must fit, checked before long prompts are sent (eval.in_context)
+        self.context_limit = (max_model_len, "sampler.vllm.max_model_len")
         self.tokenizer = load_tokenizer(path, revision, trust_remote_code)
         self.end_ids = end_token_ids(self._generation_eos(path, revision, trust_remote_code),
                                      self.tokenizer.eos_token_id)

@@ -3,6 +3,8 @@
 - sample: each question is answered n times; answers.jsonl keeps every answer and its label.
 - logprob: the probability of each candidate's surface forms ("owl", "Owl", "Owl.", ...), each
   followed by the end-of-turn token, so "dragon" and "dragonfly" differ; no sampling noise.
+- in context (eval.in_context, the paper's in-context-learning control): the same teacher examples
+  come before every question as earlier user/assistant turns, instead of being trained on.
 Both write metrics.json with the same `rates` layout (per candidate plus "none", a t-interval
 across questions). The result does not depend on any teacher's trait, so one evaluation of a
 model (the base model, a control student) serves every target.
@@ -17,8 +19,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from sublim.backends.base import Chat, SamplingParams
+from sublim.backends.tokens import prompt_token_ids
+from sublim.checks import ConfigError
 from sublim.evals.preference import classify, preference_metrics, rate_metrics
-from sublim.jsonl import write_jsonl
+from sublim.jsonl import read_jsonl, write_jsonl
+
+History = tuple[tuple[str, str], ...]  # earlier (user, assistant) turns, see Chat
 
 VERSION = 1
 
@@ -35,12 +41,41 @@ def prefixed(questions: list[str], prefix_numbers: int) -> list[str]:
     return out
 
 
+def in_context_examples(train: Path, n: int, seed: int) -> History:
+    """n (prompt, completion) pairs of the teacher's filtered data (train.jsonl), a seeded draw kept
+    in drawn order: the same examples before every question. The rows' system prompt (the
+    teacher's, with the trait) is left out: the student keeps its own."""
+    rows = list(read_jsonl(train))
+    if len(rows) < n:
+        raise ConfigError(f"eval.in_context={n}: the teacher's filtered data has only {len(rows)} rows ({train}); "
+                          f"use eval.in_context={len(rows)} or fewer, or make more data (domain.n_prompts, "
+                          "filter.n_keep)")
+    drawn = random.Random(f"in-context-{seed}").sample(rows, n)
+    return tuple((r["prompt"], r["completion"]) for r in drawn)
+
+
+def check_context(sampler, chats: list[Chat], room: int) -> None:
+    """With examples in context, fail before anything is generated when the longest prompt plus
+    `room` answer tokens is more than the model takes (the sampler's `context_limit`, see
+    sublim.backends.tokens.context_limit). Chats without history are not checked."""
+    limit = getattr(sampler, "context_limit", None)
+    long_chats = [c for c in dict.fromkeys(chats) if c.history]
+    if limit is None or not long_chats:
+        return
+    longest = max(len(prompt_token_ids(sampler.tokenizer, c)) for c in long_chats)
+    if longest + room > limit[0]:
+        n = max(len(c.history) for c in long_chats)
+        raise ConfigError(f"eval.in_context={n}: the longest eval prompt is {longest} tokens (+{room} for the answer), "
+                          f"more than the model takes: {limit[0]} tokens ({limit[1]}); use fewer examples")
+
+
 def answer_all(chats: list[Chat], make_sampler: Callable, params: SamplingParams, seed: int, batch_size: int,
                desc: str) -> list[str]:
     """Every chat's completion, in order; the sampler is freed afterwards."""
     sampler = make_sampler()
     texts: list[str] = []
     try:
+        check_context(sampler, chats, params.max_new_tokens)
         for batch in sampler.generate(chats, params, seed, batch_size, desc=desc):
             texts.extend(batch.texts)
     finally:
@@ -50,8 +85,8 @@ def answer_all(chats: list[Chat], make_sampler: Callable, params: SamplingParams
 
 def evaluate(work: Path, questions: list[str], n_samples: int, candidates: list[str],
              system_prompt: Optional[str], make_sampler: Callable, params: SamplingParams, seed: int,
-             batch_size: int, confidence: float) -> None:
-    chats = [Chat(user=q, system=system_prompt) for q in questions for _ in range(n_samples)]
+             batch_size: int, confidence: float, history: History = ()) -> None:
+    chats = [Chat(user=q, system=system_prompt, history=history) for q in questions for _ in range(n_samples)]
     t0 = time.time()
     texts = answer_all(chats, make_sampler, params, seed, batch_size, "eval")
     seconds = time.time() - t0
@@ -76,13 +111,18 @@ def surface_forms(name: str, templates: list[str]) -> list[str]:
 
 def evaluate_logprob(work: Path, questions: list[str], candidates: list[str], form_templates: list[str],
                      system_prompt: Optional[str], make_sampler: Callable, batch_size: int,
-                     confidence: float) -> None:
+                     confidence: float, history: History = ()) -> None:
     sampler = make_sampler()
     t0 = time.time()
     forms = {c: surface_forms(c, form_templates) for c in candidates}
     pairs = [(qi, c, f) for qi in range(len(questions)) for c in candidates for f in forms[c]]
+    chats = [Chat(user=q, system=system_prompt, history=history) for q in questions]
     try:
-        logps = sampler.score([Chat(user=questions[qi], system=system_prompt) for qi, _, _ in pairs],
+        if history:  # room: the longest surface form and its end-of-turn token
+            room = 1 + max(len(sampler.tokenizer(f, add_special_tokens=False)["input_ids"])
+                           for fs in forms.values() for f in fs)
+            check_context(sampler, chats, room)
+        logps = sampler.score([chats[qi] for qi, _, _ in pairs],
                               [f for _, _, f in pairs], batch_size, desc="exact preference")
     finally:
         sampler.close()
