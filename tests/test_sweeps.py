@@ -49,7 +49,7 @@ def test_the_paper_grid_plans_thirty_cells_without_running(tmp_path):
     assert not Store(tmp_path / "artifacts").events()
     plan = json.loads((tmp_path / "sweep" / "sweep_plan.json").read_text())  # every cell, before any started
     assert [c["job"] for c in plan] == list(range(30)) and [c["folder"] for c in plan] == [str(i) for i in range(30)]
-    assert len({" ".join(c["overrides"]) for c in plan}) == 30 and all("dry_run=true" in c["overrides"] for c in plan)
+    assert len({" ".join(c["overrides"]) for c in plan}) == 30 and all("dry_run=True" in c["overrides"] for c in plan)
 
 
 def test_a_failed_cell_does_not_stop_the_others_and_is_named(tmp_path, tiny_model_dir):
