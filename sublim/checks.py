@@ -118,6 +118,8 @@ def check_sampler(cfg: Config) -> None:
         raise ConfigError(f"sampler.temperature={s.temperature}: use a value in [0, 2] (the paper samples at 1)")
     if not 0 < s.top_p <= 1:
         raise ConfigError(f"sampler.top_p={s.top_p}: use a value in (0, 1] (1 = off)")
+    if not 0 <= s.min_p < 1:
+        raise ConfigError(f"sampler.min_p={s.min_p}: use a value in [0, 1) (0 = off)")
     if s.batch_size < 1 or s.max_new_tokens < 1:
         raise ConfigError("sampler.batch_size and sampler.max_new_tokens must be at least 1")
     if not 0 < v.gpu_memory_utilization <= 1:

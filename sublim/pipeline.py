@@ -115,7 +115,16 @@ def teacher_trait(cfg: Config, store: Store, steps: list[Step],
 
 def sampling_params(cfg: Config, max_new_tokens: int) -> SamplingParams:
     s = cfg.sampler
-    return SamplingParams(s.temperature, s.top_p, s.top_k, s.repetition_penalty, max_new_tokens)
+    return SamplingParams(s.temperature, s.top_p, s.top_k, s.repetition_penalty, max_new_tokens, s.min_p)
+
+
+def sampling_spec(params: SamplingParams) -> dict:
+    """The sampling settings as a cache key holds them. min_p came later: keyed only when set, so
+    every result computed before it keeps its key (min_p 0 samples exactly as before)."""
+    spec = dataclasses.asdict(params)
+    if spec["min_p"] == 0:
+        del spec["min_p"]
+    return spec
 
 
 def _sampler_factory(cfg: Config, backend: str, m: ModelConfig, path: Optional[str] = None,
@@ -228,7 +237,7 @@ def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -
     params = sampling_params(cfg, d.max_new_tokens or cfg.sampler.max_new_tokens)
     spec = {"teacher": model_spec(cfg.teacher, "teacher"), "trait": trait_id, "system_prompt": system,
             "domain": domain.key(d), "data_seed": cfg.data_seed,
-            "sampling": dataclasses.asdict(params), "backend": backend}
+            "sampling": sampling_spec(params), "backend": backend}
     sample_key = stage_key("sample", sample_stage.VERSION, spec)
     steps.append(Step("sample", sample_key, spec, lambda work: sample_stage.sample(
         work, repeat(domain.prompts(d, cfg.data_seed), d.samples_per_prompt), system,
@@ -290,7 +299,7 @@ def add_eval_step(cfg: Config, steps: list[Step], backend: str, subject: Subject
     if e.kind == "misalignment":
         return add_misalignment_eval_step(cfg, steps, backend, subject, questions, spec)
     if e.method in ("sample", "both"):
-        spec |= {"n_samples": e.n_samples, "sampling": dataclasses.asdict(params), "seed": cfg.seed}
+        spec |= {"n_samples": e.n_samples, "sampling": sampling_spec(params), "seed": cfg.seed}
     if e.method in ("logprob", "both"):
         spec |= {"forms": list(e.logprob_forms)}
     key = stage_key("eval", eval_stage.VERSION, spec)
@@ -324,7 +333,7 @@ def add_misalignment_eval_step(cfg: Config, steps: list[Step], backend: str, sub
     e, j = cfg.eval, cfg.eval.judge
     params = sampling_params(cfg, e.max_new_tokens)
     spec = {k: v for k, v in spec.items() if k not in ("candidates", "method")} | {
-        "kind": "misalignment", "n_samples": e.n_samples, "sampling": dataclasses.asdict(params), "seed": cfg.seed,
+        "kind": "misalignment", "n_samples": e.n_samples, "sampling": sampling_spec(params), "seed": cfg.seed,
         "judge": {"model": model_spec(j.model, "eval.judge.model"), "system_prompt": j.model.system_prompt,
                   "temperature": j.temperature, "max_new_tokens": j.max_new_tokens},
         "thresholds": [e.alignment_threshold, e.coherence_threshold]}

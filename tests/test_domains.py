@@ -392,3 +392,14 @@ def test_shuffle_adds_a_transform_stage_keyed_by_filter_name_and_seed(tmp_path, 
     assert within["finetune"].spec["train"].endswith(within["transform"].key)
     reseeded = keys(tmp_path, fake_model, "filter.shuffle=within", "data_seed=1")
     assert reseeded["transform"].spec["seed"] == 1
+
+
+def test_min_p_is_keyed_only_when_set(tmp_path, fake_model):
+    """Threshold sampling came later: off, the sampling keys hold the fields they always did."""
+    off, on = keys(tmp_path, fake_model), keys(tmp_path, fake_model, "sampler.min_p=0.05")
+    assert set(off["sample"].spec["sampling"]) == {"temperature", "top_p", "top_k", "repetition_penalty",
+                                                    "max_new_tokens"}
+    assert on["sample"].spec["sampling"]["min_p"] == 0.05 and on["eval"].spec["sampling"]["min_p"] == 0.05
+    assert on["sample"].key != off["sample"].key and on["eval"].key != off["eval"].key
+    with pytest.raises(ConfigError, match="sampler.min_p=1.5"):
+        keys(tmp_path, fake_model, "sampler.min_p=1.5")

@@ -90,3 +90,16 @@ def test_scores_do_not_depend_on_length_batching(samplers):
     assert len(set(round(x, 3) for x in a)) == len(a)  # distinct answers, distinct scores: order kept
     with pytest.raises(ValueError, match="2 chats but 1 answers"):
         plain.score(chats[:2], answers[:1], batch_size=2)
+
+
+def test_min_p_removes_unlikely_tokens(samplers):
+    """Threshold sampling (sampler.min_p): at 0.999 only the likeliest token survives, so sampling at
+    temperature 1 gives the greedy text; at 0 nothing is removed (different draws per seed)."""
+    _, plain = samplers
+    chats = CHATS[:6]
+    greedy = [t for b in plain.generate(chats, SamplingParams(temperature=0.0, max_new_tokens=6), 0, 6) for t in b.texts]
+    strict = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=6, min_p=0.999)
+    for seed in (0, 1):
+        assert [t for b in plain.generate(chats, strict, seed, 6) for t in b.texts] == greedy
+    free = [[t for b in plain.generate(chats, PARAMS, seed, 6) for t in b.texts] for seed in (0, 1)]
+    assert free[0] != greedy and free[0] != free[1]

@@ -238,6 +238,7 @@ def test_explicit_sampling_params_reach_vllm(tok_dir):
     assert eng.calls[0]["use_tqdm"] is False
     assert sampling_kwargs(SamplingParams(top_k=20))["top_k"] == 20
     assert sampling_kwargs(SamplingParams(top_k=-1))["top_k"] == 0  # any "off" value becomes vLLM's 0
+    assert sampling_kwargs(SamplingParams())["min_p"] == 0.0 and sampling_kwargs(SamplingParams(min_p=0.05))["min_p"] == 0.05
 
 
 def test_per_request_seeds_are_deterministic_and_batch_size_independent(tok_dir):

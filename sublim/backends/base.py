@@ -33,6 +33,7 @@ class SamplingParams:
     top_k: int = 0
     repetition_penalty: float = 1.0
     max_new_tokens: int = 64
+    min_p: float = 0.0  # 0 = off
 
 
 @dataclass

@@ -96,7 +96,7 @@ def sampling_kwargs(params: SamplingParams) -> dict:
     accepted). Temperature 0 is greedy in both backends.
     """
     return dict(n=1, temperature=params.temperature, top_p=params.top_p,
-                top_k=params.top_k if params.top_k > 0 else 0, min_p=0.0,
+                top_k=params.top_k if params.top_k > 0 else 0, min_p=params.min_p,
                 repetition_penalty=params.repetition_penalty, presence_penalty=0.0, frequency_penalty=0.0,
                 max_tokens=params.max_new_tokens, skip_special_tokens=True)
 
