@@ -57,11 +57,28 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"eval.subject={cfg.eval.subject!r}: use student or teacher")
     if cfg.eval.method not in ("sample", "logprob", "both"):
         raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
+    check_select(cfg)
     check_in_context(cfg)
     if cfg.isolate not in ("auto", "always", "never"):
         raise ConfigError(f"isolate={cfg.isolate!r}: use auto (own process per stage where CUDA is), always or never")
     if cfg.domain.n_prompts < 1 or (cfg.filter.n_keep is not None and cfg.filter.n_keep < 1):
         raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1 (filter.n_keep=null: keep all that pass)")
+
+
+def check_select(cfg: Config) -> None:
+    """select.*: the data selection by the teacher's log-likelihood shift (the `select` stage)."""
+    from sublim.stages.select import ORDERS
+
+    s = cfg.select
+    if s.by not in ("none", "shift"):
+        raise ConfigError(f"select.by={s.by!r}: use none (train on the filtered data) or shift")
+    if s.order not in ORDERS:
+        raise ConfigError(f"select.order={s.order!r}: use {', '.join(ORDERS)}")
+    if s.by == "shift" and s.n_keep < 1:
+        raise ConfigError(f"select.n_keep={s.n_keep}: the rows kept, at least 1")
+    if s.by == "shift" and cfg.eval.in_context > s.n_keep:
+        raise ConfigError(f"eval.in_context={cfg.eval.in_context} is more than select keeps (select.n_keep="
+                          f"{s.n_keep}): use eval.in_context={s.n_keep} or fewer, or a larger select.n_keep")
 
 
 def check_in_context(cfg: Config) -> None:

@@ -145,6 +145,18 @@ class FilterConfig:
 
 
 @dataclass
+class SelectConfig:
+    """Which filtered rows the student trains on, by the teacher's log-likelihood shift (the `select`
+    stage): shift = (log P_teacher - log P_reference) / completion tokens, the reference being the
+    same model without the trait. A replication found a dose-response of the trait in it.
+    by none: no selection (no stage, no key changes)."""
+
+    by: str = "none"  # none | shift
+    n_keep: int = 2000  # rows kept (fewer in: all kept, with a warning)
+    order: str = "top"  # top: the largest shifts | bottom: the smallest | random: a seeded draw (the control)
+
+
+@dataclass
 class FinetuneConfig:
     """Student training: TRL SFTTrainer, loss on the completion only. method: lora | full | none."""
 
@@ -263,6 +275,7 @@ class Config:
     student: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)

@@ -31,7 +31,7 @@ from sublim.stages import teacher as teacher_stage
 from sublim.traits import love_prompt
 
 log = logging.getLogger(__name__)
-STAGES = ("reference", "teacher", "sample", "filter", "transform", "finetune", "eval")
+STAGES = ("reference", "teacher", "sample", "filter", "transform", "score", "select", "finetune", "eval")
 
 
 @dataclass
@@ -96,7 +96,8 @@ def teacher_trait(cfg: Config, store: Store, steps: list[Step],
     mix_key = None
     if t.mix_numbers > 0:  # the reference's own numbers: the control teacher's filtered data
         control = dataclasses.replace(cfg, trait=dataclasses.replace(t, name="none"),
-                                      filter=dataclasses.replace(cfg.filter, shuffle="none"))
+                                      filter=dataclasses.replace(cfg.filter, shuffle="none"),
+                                      select=dataclasses.replace(cfg.select, by="none"))
         _, mix_key = add_data_steps(control, store, steps, backend)
     spec = {"reference": model_spec(cfg.teacher, "teacher"), "system_prompt": cfg.teacher.system_prompt,
             "train": train, "seed": t.train_seed, "name": t.name, "category": t.category,
@@ -221,8 +222,9 @@ def judge_step(cfg: Config, domain, backend: str) -> tuple[Optional[dict], Optio
 
 
 def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -> tuple[str, str]:
-    """teacher (if its trait is trained) -> sample -> filter (-> transform); returns (stage, key) of
-    the student's training data (the filter's, or with filter.shuffle the transform's).
+    """teacher (if its trait is trained) -> sample -> filter (-> transform) (-> select); returns
+    (stage, key) of the student's training data (the filter's, with filter.shuffle the transform's,
+    with select.by=shift the select stage's).
 
     The domain (sublim.domains) supplies the prompts, the rules and the judge; the numbers domain's
     sample and filter keys are the same as before the registry existed."""
@@ -256,9 +258,39 @@ def add_data_steps(cfg: Config, store: Store, steps: list[Step], backend: str) -
     steps.append(Step("filter", filter_key, spec, lambda work: filter_stage.filter_samples(
         work, store.path("sample", sample_key) / "samples.jsonl", rules, f.n_keep, f.min_keep, cfg.data_seed,
         row_rules=domain.row_rules(d, cfg.data_seed), **(judge_kwargs() if judge_kwargs else {}))))
-    if f.shuffle != "none":
-        return transform_step(cfg, store, steps, filter_key)
-    return "filter", filter_key
+    data = transform_step(cfg, store, steps, filter_key) if f.shuffle != "none" else ("filter", filter_key)
+    if cfg.select.by == "shift":
+        return add_select_step(cfg, store, steps, backend, data, trained, trait_id, system)
+    return data
+
+
+def add_select_step(cfg: Config, store: Store, steps: list[Step], backend: str, data: tuple[str, str],
+                    trained: Optional[ModelConfig], trait_id: Optional[str], system: Optional[str]) -> tuple[str, str]:
+    """`score` then `select` on `data` (stage, key): the rows with the largest (top), smallest
+    (bottom) teacher log-likelihood shift from the reference, or a same-size seeded draw (random).
+
+    The scores are keyed by the data, the teacher as the sample stage keys it and the reference
+    (cfg.teacher under its own system prompt), so every order and size reuses them; the selection
+    by the scores and by/n_keep/order (data_seed only for random). Returns ("select", key)."""
+    from sublim.stages import select as select_stage
+
+    s, model = cfg.select, model_spec(cfg.teacher, "teacher")
+    spec = {"train": data[1], "teacher": {"model": model, "trait": trait_id, "system_prompt": system},
+            "reference": {"model": model, "system_prompt": cfg.teacher.system_prompt}, "backend": backend}
+    score_key = stage_key("score", select_stage.VERSION, spec)
+    same = spec["teacher"] == {**spec["reference"], "trait": None}  # trait=none: the teacher is the reference
+    teacher = None if same else _sampler_factory(cfg, backend, trained or cfg.teacher)
+    steps.append(Step("score", score_key, spec, lambda work: select_stage.score(
+        work, store.path(*data) / "train.jsonl", teacher, _sampler_factory(cfg, backend, cfg.teacher),
+        cfg.teacher.system_prompt, cfg.sampler.batch_size)))
+    spec = {"train": data[1], "scores": score_key, "by": s.by, "n_keep": s.n_keep, "order": s.order}
+    if s.order == "random":
+        spec["data_seed"] = cfg.data_seed
+    key = stage_key("select", select_stage.VERSION, spec)
+    steps.append(Step("select", key, spec, lambda work: select_stage.select(
+        work, store.path(*data) / "train.jsonl", store.path("score", score_key) / "scores.jsonl", s.n_keep,
+        s.order, cfg.data_seed)))
+    return "select", key
 
 
 def transform_step(cfg: Config, store: Store, steps: list[Step], filter_key: str) -> str:
