@@ -102,7 +102,8 @@ class HFSampler:
             temperature=params.temperature if sampling else None,
             top_p=params.top_p if sampling else None,
             top_k=params.top_k if sampling else None,
-            min_p=params.min_p if sampling else None,  # 0: nothing removed, the same draws as without it
+            # None when off: a min_p of 0 removes nothing but would add a softmax per generated token
+            min_p=params.min_p if sampling and params.min_p > 0 else None,
             repetition_penalty=params.repetition_penalty,
             max_new_tokens=params.max_new_tokens,
             pad_token_id=self.tokenizer.pad_token_id,
