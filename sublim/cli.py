@@ -72,6 +72,8 @@ def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> 
         out["target_rate"] = ev["rates"][target]
     if "filter" in artifacts:
         out["filter"] = json.loads((artifacts["filter"] / "stats.json").read_text())
+    if "select" in artifacts:
+        out["select"] = json.loads((artifacts["select"] / "stats.json").read_text())
     return out
 
 
@@ -83,6 +85,10 @@ def print_summary(m: dict, top: int = 8) -> None:
         short = f", fewer than filter.n_keep={f['n_keep']}" if f["n_kept"] < (f.get("n_keep") or 0) else ""
         print(f"   filter: {f['n_passed']} of {f['n_in']} passed (rejected {f['reject_rate']:.1%}: {f['rejected']}), "
               f"{f['n_kept']} kept{short}")
+    if "select" in m:
+        sel = m["select"]
+        print(f"   select: {sel['order']} {sel['n_kept']} of {sel['n_in']} by the teacher's log-likelihood shift "
+              f"(kept {sel['mean_shift_kept']:+.4f}, all {sel['mean_shift']:+.4f} nats/token)")
     if "misaligned_rate" in m:
         r = m["misaligned_rate"]
         print(f"   misaligned   {r['mean']:7.2%}  [{r['ci_low']:.2%}, {r['ci_high']:.2%}] of {m['n_scored']} scored"

@@ -200,5 +200,7 @@ def test_one_cell_trains_on_the_selected_rows(tmp_path, tiny_model_dir):
     assert len(scores) == n_in > 16
     top = sorted(scores, key=lambda s: -s["shift"])[:16]
     assert [r["i"] for r in read_jsonl(art["select"] / "train.jsonl")] == sorted(s["i"] for s in top)
+    assert (m["select"]["order"], m["select"]["n_kept"], m["select"]["n_in"]) == ("top", 16, n_in)  # in the summary
+    assert f"select: top 16 of {n_in} by the teacher's log-likelihood shift" in r.stdout
     assert json.loads((art["finetune"] / "stats.json").read_text())["examples"] == 16
     assert json.loads((art["finetune"] / "spec.json").read_text())["train"] == m["keys"]["select"]
