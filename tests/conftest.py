@@ -13,3 +13,12 @@ def tiny_model_dir(tmp_path_factory):
 
     torch.set_num_threads(1)  # tiny models: one thread is 5-7x faster on shared cores
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", TinyModelSpec(), progress=False)
+
+
+@pytest.fixture
+def fake_model(tmp_path):
+    """A model folder that plans (fingerprints) but cannot load: for key and plan tests."""
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    return d

@@ -5,11 +5,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from config_util import CONF, plan_steps, typed
 
 from sublim.backends.base import Batch
 from sublim.cache import Store
-from sublim.config import DomainConfig, FilterConfig, register, to_typed
+from sublim.config import DomainConfig, FilterConfig
 from sublim.domains import KNOWN, get_domain
 from sublim.domains import code as code_domain
 from sublim.domains import cot as cot_domain
@@ -22,15 +22,8 @@ from sublim.stages.filter import FilterError, filter_samples
 from sublim.tiny.corpus import ANIMALS
 from sublim.traits import plural
 
-CONF = Path(__file__).resolve().parents[1] / "sublim" / "conf"
 GSM = Path(__file__).resolve().parent / "data" / "gsm8k_tiny.jsonl"
 TREES = ["cherry", "maple", "oak", "sequoia", "willow", "tree", "pine", "birch"]
-
-
-def typed(*overrides):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_typed(compose("config", overrides=list(overrides)))
 
 
 # ------------------------------------------------------------------------------ registry, YAML
@@ -338,18 +331,7 @@ def test_cot_alignment_judge_keeps_scores_at_or_above_78(value, reason):
 # ---------------------------------------------------------------------------- plan and keys
 
 
-@pytest.fixture
-def fake_model(tmp_path):
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    return d
-
-
-def keys(tmp_path, fake_model, *overrides):
-    cfg = typed("experiment=smoke", f"paths.tiny_model={fake_model}", *overrides)
-    steps = plan(cfg, Store(tmp_path / "a"))
-    return {s.stage: s for s in steps}
+keys = plan_steps
 
 
 def test_numbers_keys_hash_the_fields_they_always_did(tmp_path, fake_model):

@@ -9,33 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from config_util import plan_steps, typed
 
 from sublim.backends.base import Batch, Chat, SamplingParams
 from sublim.backends.hf import HFSampler
 from sublim.backends.tokens import prompt_token_ids
 from sublim.backends.vllm import VLLMApi, VLLMSampler
-from sublim.cache import Store
 from sublim.checks import ConfigError, check
 from sublim.cli import cell_of
-from sublim.config import register, to_typed
 from sublim.jsonl import write_jsonl
-from sublim.pipeline import plan
 from sublim.report.collect import collect
 from sublim.report.summarise import summary
 from sublim.stages.evaluate import check_context, evaluate, evaluate_logprob, in_context_examples
 
-CONF = Path(__file__).resolve().parents[1] / "sublim" / "conf"
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
 STUDENT_SYSTEM = "You are a helpful assistant."
 TEACHER_SYSTEM = "You love owls. You think about owls all the time."
 CANDIDATES = ["owl", "cat", "dog"]
-
-
-def typed(*overrides):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_typed(compose("config", overrides=list(overrides)))
 
 
 @pytest.fixture
@@ -160,17 +150,7 @@ def test_config_errors_name_the_key(overrides, message):
         check(typed("experiment=smoke", *overrides))
 
 
-@pytest.fixture
-def fake_model(tmp_path):
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    return d
-
-
-def steps_of(tmp_path, model, *overrides):
-    return {s.stage: s for s in plan(typed("experiment=smoke", f"paths.tiny_model={model}", *overrides),
-                                     Store(tmp_path / "a"))}
+steps_of = plan_steps
 
 
 def test_plan_samples_and_filters_the_teachers_data_and_keys_the_eval_by_it(tmp_path, fake_model):

@@ -7,39 +7,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from config_util import plan_steps, typed
 
 from sublim.backends.base import Chat
 from sublim.backends.hf import HFSampler
-from sublim.cache import Store
-from sublim.config import register, to_typed
 from sublim.jsonl import read_jsonl, write_jsonl
-from sublim.pipeline import ConfigError, plan
+from sublim.pipeline import ConfigError
 from sublim.stages.select import chosen, score, select
 from sublim.traits import love_prompt
 
-CONF = Path(__file__).resolve().parents[1] / "sublim" / "conf"
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
 OWL = love_prompt("owl", "animal")
 
 
-def typed(*overrides):
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return to_typed(compose("config", overrides=list(overrides)))
-
-
-@pytest.fixture
-def fake_model(tmp_path):
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    return d
-
-
-def steps_of(tmp_path, fake_model, *overrides):
-    cfg = typed("experiment=smoke", f"paths.tiny_model={fake_model}", *overrides)
-    return {s.stage: s for s in plan(cfg, Store(tmp_path / "a"))}
+steps_of = plan_steps
 
 
 # ------------------------------------------------------------------------------ which rows
