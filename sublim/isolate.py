@@ -33,7 +33,9 @@ def run_isolated(cfg, stage: str, key: str) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"config": OmegaConf.to_container(OmegaConf.structured(cfg)), "stage": stage, "key": key}, f)
     try:
-        r = subprocess.run([sys.executable, "-m", "sublim.isolate", f.name])
+        # its own session: Ctrl-C reaches the job alone, which ends this process (run kills it) and
+        # says so once; a child still importing would print a KeyboardInterrupt stack of its own
+        r = subprocess.run([sys.executable, "-m", "sublim.isolate", f.name], start_new_session=True)
     finally:
         Path(f.name).unlink(missing_ok=True)
     if r.returncode != 0:
@@ -48,11 +50,10 @@ def main(spec_path: str) -> None:
 
     from sublim.cache import Store
     from sublim.config import register, to_typed
-    from sublim.lifeline import exit_with_parent, quiet_on_interrupt
+    from sublim.lifeline import exit_with_parent
     from sublim.pipeline import plan
 
     exit_with_parent()  # the job that started this stage was killed: no orphan holding the GPU
-    quiet_on_interrupt()  # Ctrl-C: the job reports it, once
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     # the stage's own lines (resume points, filter shortfalls) on stderr, as the job's are
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")

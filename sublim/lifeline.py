@@ -7,7 +7,8 @@ exit (the process is re-parented) and ends this process; the cache's lock and at
 make the interrupted stage resume cleanly on the next run.
 
 Ctrl-C reaches every process of the terminal's group at once: the job says once that it was
-interrupted; its workers and stage processes end without a stack trace each.
+interrupted, its pool workers end without a stack trace each, and a stage's own process, in a
+session of its own (sublim.isolate), is ended by the job or, under a worker, by this watch.
 """
 from __future__ import annotations
 
@@ -29,13 +30,8 @@ def exit_with_parent(poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def quiet_on_interrupt() -> None:
-    """For a worker or stage process: Ctrl-C ends it at once (status 130) without a stack trace;
-    the job above it reports the interruption."""
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
-
-
 def worker_lifeline() -> None:
-    """A pool worker's initializer: it ends with its parent and quietly on Ctrl-C."""
+    """A pool worker's initializer: it ends with its parent, and at once (status 130) without a
+    stack trace on Ctrl-C: the job above it reports the interruption."""
     exit_with_parent()
-    quiet_on_interrupt()
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
