@@ -54,9 +54,10 @@ def cell_of(cfg: Config) -> dict:
 
 def summarise(cfg: Config, artifacts: dict[str, Path], keys: dict[str, str]) -> dict:
     ev = json.loads((artifacts["eval"] / "metrics.json").read_text())
-    measured_trait = cell_of(cfg)["condition"] != "base"  # a trained, in-context or teacher cell
+    cell = cell_of(cfg)
+    measured_trait = cell["condition"] != "base"  # a trained, in-context or teacher cell
     target = cfg.trait.name if cfg.trait.name != "none" and measured_trait else None
-    out = {"cell": cell_of(cfg), "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
+    out = {"cell": cell, "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
            "n_questions": ev["n_questions"], "n_answers": ev["n_answers"], "confidence": ev["confidence"]}
     if "misaligned_rate" in ev:  # the misalignment eval
         out |= {k: ev[k] for k in ("misaligned_rate", "misaligned_rate_coherent", "coherent_rate",

@@ -7,17 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from proc_util import alive
+
 from sublim.cache import Store
 
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_ctrl_c_ends_every_process_with_one_line(tmp_path, tiny_model_dir):
@@ -40,6 +34,6 @@ def test_ctrl_c_ends_every_process_with_one_line(tmp_path, tiny_model_dir):
     assert "interrupted: finished stages are in the artifact store" in err and "run the same command again" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     deadline = time.time() + 15
-    while any(_alive(e["pid"]) for e in starts):  # the stage's process (and its pool worker) are gone
+    while any(alive(e["pid"]) for e in starts):  # the stage's process (and its pool worker) are gone
         assert time.time() < deadline, "a stage process outlived Ctrl-C"
         time.sleep(0.2)

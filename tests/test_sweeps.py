@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_util import alive
 from slurm_util import SKIP_REASON, cluster_answers
 
 from sublim.cache import Store
@@ -118,20 +119,12 @@ def test_killing_the_sweep_ends_its_pool_workers(tmp_path, tiny_model_dir):
     proc.kill()
     proc.wait()
     deadline = time.time() + 15
-    while _alive(worker):
+    while alive(worker):
         assert time.time() < deadline, "the pool worker outlived the killed sweep"
         time.sleep(0.2)
     problems = {Path(p.path).name: p for p in collect([tmp_path / "sweep"]).problems}
     assert problems["0"].kind == "failed" and "still running" in problems["0"].detail
     assert problems["1"].kind == "not run" and "seed=1" in problems["1"].overrides
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture(scope="module")
