@@ -6,7 +6,9 @@ upstream keys), so re-running anything recomputes only what is missing. Work hap
 samples written so far); the finished folder is published by one rename, so a reader sees a whole
 artifact or none. A lock file per key (host, pid, token; its mtime is a heartbeat) makes parallel
 jobs on a shared filesystem compute an artifact once; a lock whose owner is dead (same host) or
-whose heartbeat stopped (any host) is taken over.
+whose heartbeat stopped (any host) is taken over. `events.jsonl` logs every hit, computation, failure
+(its first line) and interruption; a store that cannot be written still serves what it holds (the
+log then goes unwritten, with one warning).
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sublim.errors import first_line
+
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
@@ -36,6 +40,8 @@ def stage_key(stage: str, version: int, spec: dict[str, Any]) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # no pid recorded: kill(-1, 0) would ask about every process
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,6 +78,7 @@ class Store:
         self.stale_after_s = stale_after_s
         self.poll_s = poll_s
         self.host = socket.gethostname()
+        self._events_warned = False
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -94,24 +101,33 @@ class Store:
         if self.exists(stage, key):
             self.event(stage, key, "hit")
             return final, False
-        lock = self.acquire(stage, key)
+        t0 = time.time()
         try:
-            if self.exists(stage, key):  # another job published it while we waited
-                self.event(stage, key, "hit")
-                return final, False
-            work = self.work_dir(stage, key)
-            work.mkdir(parents=True, exist_ok=True)
-            self.event(stage, key, "start")
-            t0 = time.time()
-            compute(work)
-            (work / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
-            if final.exists():  # a folder without spec.json: a broken publish from an old layout
-                shutil.rmtree(final)
-            os.rename(work, final)
-            self.event(stage, key, "done", seconds=round(time.time() - t0, 3))
-            return final, True
-        finally:
-            lock.release()
+            lock = self.acquire(stage, key)
+            try:
+                if self.exists(stage, key):  # another job published it while we waited
+                    self.event(stage, key, "hit")
+                    return final, False
+                work = self.work_dir(stage, key)
+                work.mkdir(parents=True, exist_ok=True)
+                self.event(stage, key, "start")
+                t0 = time.time()
+                compute(work)
+                (work / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
+                if final.exists():  # a folder without spec.json: a broken publish from an old layout
+                    shutil.rmtree(final)
+                os.rename(work, final)
+                self.event(stage, key, "done", seconds=round(time.time() - t0, 3))
+                return final, True
+            finally:
+                lock.release()
+        except KeyboardInterrupt:
+            self.event(stage, key, "interrupted", seconds=round(time.time() - t0, 3))
+            raise
+        except Exception as e:
+            self.event(stage, key, "failed", error=first_line(f"{type(e).__name__}: {e}"),
+                       seconds=round(time.time() - t0, 3))
+            raise
 
     # -- locking ----------------------------------------------------------------------------------
     def _lock_path(self, stage: str, key: str) -> Path:
@@ -200,12 +216,20 @@ class Store:
 
     # -- the stage log ------------------------------------------------------------------------
     def event(self, stage: str, key: str, event: str, **extra: Any) -> None:
-        """Append to events.jsonl: which job hit or computed what (one short O_APPEND write)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Append to events.jsonl: which job hit, computed, failed or was interrupted at what (one short
+        O_APPEND write). A store it cannot write (read-only, full) logs one warning and goes on: a
+        cached cell is served from a store it can only read."""
         row = {"time": time.time(), "stage": stage, "key": key, "event": event, "host": self.host,
                "pid": os.getpid(), **extra}
-        with open(self.root / EVENTS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / EVENTS_FILE, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            if not self._events_warned:
+                self._events_warned = True
+                log.warning("cannot append to %s (%s): the stage log misses this job's events; results are "
+                            "unaffected", self.root / EVENTS_FILE, e.strerror or e)
 
     def events(self) -> list[dict]:
         p = self.root / EVENTS_FILE

@@ -1,35 +1,63 @@
-"""Config values the typed schema cannot check (choices, files, combinations), each error naming
-the key and the fix. Run before any stage, and by the sweeper for every cell of a grid before the
-first job starts.
+"""Config values the typed schema cannot check (ranges, choices, files, combinations), each error
+naming the key and the fix. Run before any stage, and by the sweeper for every cell of a grid before
+the first job starts. Ranges come first: every number's range is declared with its field in
+sublim.config (`num(default, "> 0", hint)`), and `check_ranges` walks the typed config for them.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any, Iterator
 
-from sublim.config import Config
+from sublim.backends import KNOWN as BACKENDS
+from sublim.backends.vllm import VLLM_LORA_RANKS
+from sublim.config import Config, JudgeConfig
+from sublim.domains import get_domain
+from sublim.domains.numbers import FORMAT_RULES
+from sublim.errors import ConfigError
+from sublim.evals import KINDS
+from sublim.ranges import range_problem
+from sublim.stages import STAGES
+from sublim.stages.finetune import chat_rows
+from sublim.stages.select import ORDERS
+from sublim.transforms import TRANSFORMS
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
+__all__ = ["ConfigError", "candidates_of", "check", "check_ranges"]
 
 
 def check(cfg: Config) -> None:
     """Values the schema cannot check, named by key."""
-    from sublim.pipeline import STAGES
-
+    check_ranges(cfg)
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"stages: unknown {unknown}; known: {list(STAGES)}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={cfg.device!r}: use auto (CUDA where the launcher or this machine has it), cpu or cuda")
+    if cfg.sampler.backend not in BACKENDS:
+        raise ConfigError(f"sampler.backend={cfg.sampler.backend!r} is unknown; known: {', '.join(BACKENDS)}")
     check_data(cfg)
     check_sampler(cfg)
     if cfg.finetune.method not in ("lora", "full", "none"):
         raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
-    if cfg.eval.kind not in ("preference", "misalignment"):
-        raise ConfigError(f"eval.kind={cfg.eval.kind!r}: use preference or misalignment")
+    if cfg.eval.kind not in KINDS:
+        raise ConfigError(f"eval.kind={cfg.eval.kind!r}: use {' or '.join(KINDS)}")
+    if cfg.eval.kind == "misalignment" and (cfg.eval.judge.template is not None or cfg.eval.judge.threshold is not None):
+        raise ConfigError("eval.judge.template and eval.judge.threshold are the filter judge's settings: the misalignment "
+                          "eval asks its own alignment and coherence questions, with eval.alignment_threshold and "
+                          "eval.coherence_threshold; leave them null")
     if cfg.eval.kind == "misalignment" and cfg.eval.judge.model is None:
-        raise ConfigError("eval.judge.model is not set: the misalignment eval needs a judge model, e.g. "
+        raise ConfigError("eval.kind=misalignment needs a judge: eval.judge.model is not set, e.g. "
                           "+teacher@eval.judge.model=qwen2.5-7b-instruct")
-    if cfg.eval.kind == "preference" and cfg.trait.name != "none" and cfg.trait.name not in cfg.eval.candidates:
+    if cfg.eval.kind == "preference":
+        unused = [f"eval.judge.{f.name}" for f in dataclasses.fields(JudgeConfig)
+                  if getattr(cfg.eval.judge, f.name) != getattr(JudgeConfig(), f.name)]
+        if unused:
+            raise ConfigError(f"eval.kind=preference has no judge: {', '.join(unused)} would do nothing; leave "
+                              "them unset, or use eval=misalignment")
+    if cfg.eval.kind != "preference" and cfg.eval.extra_candidates:
+        raise ConfigError(f"eval.extra_candidates={cfg.eval.extra_candidates}: candidates are for the preference eval "
+                          f"(eval=animal|tree), not eval.kind={cfg.eval.kind!r}; drop them")
+    if cfg.eval.kind == "preference" and cfg.trait.name != "none" and cfg.trait.name not in candidates_of(cfg):
         raise ConfigError(f"trait.name={cfg.trait.name!r} is not among eval.candidates ({cfg.eval.name}); "
                           + preference_eval_hint(cfg))
     if cfg.trait.method not in ("prompt", "finetune", "adapter"):
@@ -42,7 +70,7 @@ def check(cfg: Config) -> None:
     if cfg.trait.data:
         check_trait_data(cfg.trait.data)
     for key, ft in (("finetune", cfg.finetune), ("trait.train", cfg.trait.train)):
-        if ft.micro_batch_size < 1 or ft.batch_size % ft.micro_batch_size:
+        if ft.batch_size % ft.micro_batch_size:  # both >= 1 (check_ranges)
             raise ConfigError(f"{key}.batch_size={ft.batch_size} is not a multiple of {key}.micro_batch_size="
                               f"{ft.micro_batch_size}; pick sizes that divide")
     if cfg.finetune.distill not in ("hard", "soft"):
@@ -51,8 +79,6 @@ def check(cfg: Config) -> None:
         raise ConfigError("finetune.distill=soft needs a teacher whose trait is in its weights "
                           "(trait.method=finetune or adapter): a prompted teacher's distributions depend on a "
                           "system prompt the student never sees")
-    if not 0 <= cfg.trait.mix_numbers < 1:
-        raise ConfigError(f"trait.mix_numbers={cfg.trait.mix_numbers}: a share in [0, 1)")
     if cfg.eval.subject not in ("student", "teacher"):
         raise ConfigError(f"eval.subject={cfg.eval.subject!r}: use student or teacher")
     if cfg.eval.method not in ("sample", "logprob", "both"):
@@ -61,21 +87,50 @@ def check(cfg: Config) -> None:
     check_in_context(cfg)
     if cfg.isolate not in ("auto", "always", "never"):
         raise ConfigError(f"isolate={cfg.isolate!r}: use auto (own process per stage where CUDA is), always or never")
-    if cfg.domain.n_prompts < 1 or (cfg.filter.n_keep is not None and cfg.filter.n_keep < 1):
-        raise ConfigError("domain.n_prompts and filter.n_keep must be at least 1 (filter.n_keep=null: keep all that pass)")
+
+
+def check_ranges(cfg: Any) -> None:
+    """Every number of the typed config within the range its field declares (sublim.config): the
+    first one outside fails as `finetune.epochs=0: must be > 0 (epochs, fractions allowed)`. Walks
+    every dataclass node, an Optional sub-config where it is set (teacher.reference,
+    filter.judge.model, ...); an unset one (null) has nothing to check."""
+    for key, value, metadata in leaves(cfg):
+        problem = range_problem(key, value, metadata)
+        if problem:
+            raise ConfigError(problem)
+
+
+def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, value, field metadata) of every field of a dataclass instance, through set sub-configs."""
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value, f.metadata
+
+
+def candidates_of(cfg: Config) -> list[str]:
+    """The names the preference eval maps answers onto: eval.candidates, then eval.extra_candidates,
+    then the trait's own name when its category is what the eval asks about (eval.questions names
+    the category's question file: trait.category=animal with eval=animal), each once, in that order.
+
+    So `trait.name=hedgehog` needs no retyped list; but a control cell (trait=none) adds no name, so
+    in a grid pass eval.extra_candidates=[hedgehog] to every cell to keep their candidates equal."""
+    names = [*cfg.eval.candidates, *cfg.eval.extra_candidates]
+    t = cfg.trait
+    if cfg.eval.kind == "preference" and t.name != "none" and t.category == cfg.eval.questions:
+        names.append(t.name)
+    return list(dict.fromkeys(names))
 
 
 def check_select(cfg: Config) -> None:
     """select.*: the data selection by the teacher's log-likelihood shift (the `select` stage)."""
-    from sublim.stages.select import ORDERS
-
     s = cfg.select
     if s.by not in ("none", "shift"):
         raise ConfigError(f"select.by={s.by!r}: use none (train on the filtered data) or shift")
     if s.order not in ORDERS:
         raise ConfigError(f"select.order={s.order!r}: use {', '.join(ORDERS)}")
-    if s.by == "shift" and s.n_keep < 1:
-        raise ConfigError(f"select.n_keep={s.n_keep}: the rows kept, at least 1")
     if s.by == "shift" and cfg.eval.in_context > s.n_keep:
         raise ConfigError(f"eval.in_context={cfg.eval.in_context} is more than select keeps (select.n_keep="
                           f"{s.n_keep}): use eval.in_context={s.n_keep} or fewer, or a larger select.n_keep")
@@ -83,9 +138,7 @@ def check_select(cfg: Config) -> None:
 
 def check_in_context(cfg: Config) -> None:
     """eval.in_context puts the teacher's examples in the base student's context, in place of fine-tuning."""
-    n = cfg.eval.in_context
-    if n < 0:
-        raise ConfigError(f"eval.in_context={n}: the number of teacher examples in context, 0 (off) or more")
+    n = cfg.eval.in_context  # >= 0 (check_ranges)
     if n == 0:
         return
     if cfg.finetune.method != "none":
@@ -104,8 +157,6 @@ def check_in_context(cfg: Config) -> None:
 
 def check_trait_data(path: str) -> None:
     """The trait data set reads as training rows, errors naming the user's file and line."""
-    from sublim.stages.finetune import chat_rows
-
     if not Path(path).is_file():
         raise ConfigError(f"trait.data={path!r} is not a file")
     try:
@@ -122,27 +173,14 @@ def preference_eval_hint(cfg: Config) -> str:
         return "a behaviour is measured by eval=misalignment (with +teacher@eval.judge.model=...)"
     if category in evals and evals[category] != cfg.eval.name:
         return f"use the eval for its category: eval={category}"
-    return ("add it to eval.candidates: in the eval's file under sublim/conf/eval/, or the whole list on the "
-            "command line")
+    return (f"add it: eval.extra_candidates=[{cfg.trait.name}] (in a grid, for every cell, the control included), "
+            f"or set trait.category to what the eval asks about ({cfg.eval.questions})")
 
 
 def check_sampler(cfg: Config) -> None:
-    """Ranges both backends accept (vLLM rejects a temperature above 2; transformers would not)."""
-    from sublim.backends.vllm import VLLM_LORA_RANKS
-
-    s, v = cfg.sampler, cfg.sampler.vllm
-    if not 0 <= s.temperature <= 2:
-        raise ConfigError(f"sampler.temperature={s.temperature}: use a value in [0, 2] (the paper samples at 1)")
-    if not 0 < s.top_p <= 1:
-        raise ConfigError(f"sampler.top_p={s.top_p}: use a value in (0, 1] (1 = off)")
-    if not 0 <= s.min_p < 1:
-        raise ConfigError(f"sampler.min_p={s.min_p}: use a value in [0, 1) (0 = off)")
-    if s.batch_size < 1 or s.max_new_tokens < 1:
-        raise ConfigError("sampler.batch_size and sampler.max_new_tokens must be at least 1")
-    if not 0 < v.gpu_memory_utilization <= 1:
-        raise ConfigError(f"sampler.vllm.gpu_memory_utilization={v.gpu_memory_utilization}: a share in (0, 1]")
-    if v.tensor_parallel_size < 1 or v.max_model_len < 1 or v.chunk_prompts < 1:
-        raise ConfigError("sampler.vllm.tensor_parallel_size, max_model_len and chunk_prompts must be at least 1")
+    """Settings both backends accept beyond the declared ranges (those, e.g. a temperature in [0, 2]
+    that vLLM requires and transformers would not, are in sublim.config)."""
+    v = cfg.sampler.vllm
     if v.max_lora_rank is not None and v.max_lora_rank not in VLLM_LORA_RANKS:
         raise ConfigError(f"sampler.vllm.max_lora_rank={v.max_lora_rank}: vLLM accepts {list(VLLM_LORA_RANKS)}, "
                           "or null to fit it to the adapter")
@@ -150,20 +188,24 @@ def check_sampler(cfg: Config) -> None:
 
 def check_data(cfg: Config) -> None:
     """The domain, its filter (judge, shuffle) and its prompt source, named by key."""
-    from sublim.domains import get_domain
-    from sublim.transforms import TRANSFORMS
-
     try:
         domain = get_domain(cfg.domain.name)
     except KeyError as e:
         raise ConfigError(e.args[0]) from None
     problems = domain.check(cfg.domain)
+    d = cfg.domain
+    if domain.name == "numbers":
+        for low, high in (("seed_count_min", "seed_count_max"), ("seed_value_min", "seed_value_max")):
+            if getattr(d, low) > getattr(d, high):
+                problems.append(f"domain.{low}={getattr(d, low)} is above domain.{high}={getattr(d, high)}")
     f = cfg.filter
     if f.shuffle != "none":
         if f.shuffle not in TRANSFORMS:
             problems.append(f"filter.shuffle={f.shuffle!r}: use none, {', '.join(TRANSFORMS)}")
         elif domain.name != "numbers":
             problems.append(f"filter.shuffle={f.shuffle}: the shuffle controls are for number data (domain=numbers)")
+    if f.format not in FORMAT_RULES:
+        problems.append(f"filter.format={f.format!r}: use one of {', '.join(FORMAT_RULES)}")
     if f.banned_numbers and domain.name != "numbers":
         problems.append("filter.banned_numbers: applies to domain=numbers only")
     if f.judge.model is not None:

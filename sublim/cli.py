@@ -3,12 +3,15 @@ plain functions called with typed config objects.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import itertools
 import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -18,14 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sublim import tracking
-from sublim.cache import Store, stage_key
-from sublim.checks import ConfigError
+from sublim.cache import Store
+from sublim.cellstate import heartbeat
 from sublim.config import Config, register, to_typed
-from sublim.fingerprint import local_fingerprint
+from sublim.errors import ConfigError, ModelLoadError, StageError, debug, first_line
 from sublim.isolate import wants_isolation
 from sublim.jsonl import read_jsonl
-from sublim.pipeline import describe, execute, plan
+from sublim.pipeline import describe, execute
+from sublim.plan import build
+from sublim.spec import provenance
 from sublim.sweep import record_failure, write_outcome
+from sublim.target import Target, resolve
 
 log = logging.getLogger("sublim")
 register()
@@ -110,21 +116,156 @@ def print_summary(m: dict, top: int = 8) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).parent / "conf"), config_name="config")
 def run(dcfg: DictConfig) -> dict | None:
-    """One cell. In a sweep a failure is recorded in the job folder (outcome.json) and the grid
-    goes on; OutcomeReport names every failed cell at the end."""
+    """One cell. An expected failure (sublim.errors) prints one line and exits non-zero; in a sweep it
+    is recorded in the job folder (outcome.json) and the grid goes on; OutcomeReport names every
+    failed cell at the end. A bug keeps its stack."""
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         try:
-            return run_cell(dcfg)
-        except (ConfigError, OmegaConfBaseException) as e:  # a config mistake: the message names the key
-            sys.exit(f"config error: {e}")
+            with job_heartbeat(dcfg, Path(hc.runtime.output_dir)):
+                return run_cell(dcfg)
+        except Exception as e:
+            failure = explain(e, dcfg)
+            child = getattr(e, "child_traceback", None)  # the stack of a stage that ran in its own process
+            if failure is None:  # a bug: its stack
+                if child and child not in str(e):
+                    sys.stderr.write(child)
+                raise
+            if debug():
+                sys.stderr.write(child or "")
+                traceback.print_exc()
+            sys.exit(failure.text)
     try:
-        metrics = run_cell(dcfg)
+        with job_heartbeat(dcfg, Path(hc.runtime.output_dir)):
+            metrics = run_cell(dcfg)
     except Exception as e:
-        record_failure(e)
+        failure = explain(e, dcfg)
+        record_failure(e, failure.line if failure else None)
         return None
     write_outcome(Path(hc.runtime.output_dir), "ok", list(hc.overrides.task))
     return metrics
+
+
+# -- expected failures in one line ------------------------------------------------------------------
+@dataclasses.dataclass
+class Failure:
+    """An expected failure as sublim reports it: `line` (outcome.json, the sweep's summary) and `text`
+    (what a single cell prints: the line, or a stage error's whole message)."""
+
+    line: str
+    text: str
+
+
+MODEL_KEYS = ("teacher", "student", "filter.judge.model", "eval.judge.model")
+# the errno of a store that cannot be written (or read): a read-only or full filesystem, permissions
+STORE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def _select(dcfg: DictConfig, key: str):
+    try:
+        return OmegaConf.select(dcfg, key, default=None, throw_on_resolution_failure=False)
+    except Exception:  # a config too broken to read the key from: the error names no key then
+        return None
+
+
+def _same_path(value, path: str) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    if value == path:
+        return True
+    try:
+        return os.path.exists(value) and Path(value).resolve() == Path(path).resolve()
+    except OSError:
+        return False
+
+
+def _under(path, root: Path) -> bool:
+    try:
+        p = Path(os.fsdecode(path)).resolve()
+    except (OSError, TypeError, ValueError):
+        return False
+    return p == root or root in p.parents
+
+
+def _causes(e: BaseException):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _stage_line(kind: str, message: str) -> str:
+    """A stage error's first line; one that introduces what follows (`Examples:`) ends before that."""
+    line = first_line(message)
+    if line.endswith(":") and len(message.strip().splitlines()) > 1 and ". " in line:
+        line = line[: line.rindex(". ") + 1]
+    return f"{kind}: {line}"
+
+
+def explain_model(e: ModelLoadError, dcfg: DictConfig) -> str:
+    """A model that could not be loaded, named by its config key when it has one."""
+    key = value = None
+    for k in MODEL_KEYS:
+        for field, what in (("path", ("model", "tokenizer")), ("adapter", ("adapter",))):
+            v = _select(dcfg, f"{k}.{field}")
+            if key is None and e.what in what and _same_path(v, e.path):
+                key, value = f"{k}.{field}", v
+    if key is None and e.what == "adapter" and _same_path(_select(dcfg, "trait.adapter"), e.path):
+        key, value = "trait.adapter", _select(dcfg, "trait.adapter")
+    reason = e.reason.rstrip(":. ")
+    local = os.path.exists(e.path) or e.path.startswith(("/", ".", "~"))
+    if local and e.what == "tokenizer" and Path(e.path).is_dir() and \
+            not any((Path(e.path) / f).exists() for f in TOKENIZER_FILES):
+        reason = f"no tokenizer files in it ({', '.join(TOKENIZER_FILES[:2])})"
+    if key is None:  # an artifact of the store (a trained teacher, the reference model)
+        return f"cannot load the {e.what} {e.path} ({reason})"
+    if not local:
+        revision = _select(dcfg, f"{key.rsplit('.', 1)[0]}.revision")
+        rev = f" --revision {revision}" if revision else ""
+        return (f"{key}={value}: cannot load the {e.what} ({reason}): it is not in the local HF cache; download it "
+                f"where there is network (huggingface-cli download {value}{rev}), or point {key} at a local folder")
+    needs = ("adapter_config.json and the adapter weights" if e.what == "adapter"
+             else "config.json, the weights and the tokenizer files")
+    return (f"{key}={value}: cannot load the {e.what} ({reason}): point {key} at a folder saved with "
+            f"save_pretrained ({needs})")
+
+
+def explain_store(e: OSError, root: Path) -> str:
+    where = f"{e.strerror or e}: {os.fsdecode(e.filename)}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"paths.artifacts={root}: {where}: free space there, or point paths.artifacts at a folder with room"
+    return (f"paths.artifacts={root}: {where}: point paths.artifacts at a folder this job can write "
+            "(a cell whose stages are all cached only reads the store)")
+
+
+def explain(e: BaseException, dcfg: DictConfig) -> Failure | None:
+    """`e` as one line (what, which key or path, the fix) when it is an expected failure; None for a bug."""
+    if isinstance(e, (ConfigError, OmegaConfBaseException)):
+        return Failure(f"ConfigError: {first_line(e)}", f"config error: {e}")
+    if isinstance(e, ModelLoadError):
+        line = explain_model(e, dcfg)
+        return Failure(f"ModelLoadError: {line}", f"error: {line}")
+    if isinstance(e, StageError):
+        return Failure(_stage_line(e.kind, str(e)), f"error: {e.kind}: {str(e).rstrip()}")
+    artifacts = _select(dcfg, "paths.artifacts")
+    if isinstance(artifacts, str):
+        root = Path(artifacts).resolve()
+        for x in _causes(e):
+            if isinstance(x, OSError) and x.errno in STORE_ERRNOS and x.filename and _under(x.filename, root):
+                line = explain_store(x, root)
+                return Failure(f"{type(x).__name__}: {line}", f"error: {line}")
+    return None
+
+
+def job_heartbeat(dcfg: DictConfig, job_dir: Path):
+    """job.json in the job folder while the cell runs (sublim.cellstate tells running from dead by it);
+    none for a dry run, which computes nothing."""
+    if OmegaConf.select(dcfg, "dry_run", default=False, throw_on_resolution_failure=False):
+        return contextlib.nullcontext()
+    return heartbeat(job_dir, artifacts=OmegaConf.select(dcfg, "paths.artifacts", default=None,
+                                                         throw_on_resolution_failure=False))
 
 
 def _read_metrics(job_dir: Path) -> dict:
@@ -136,31 +277,44 @@ def _read_metrics(job_dir: Path) -> dict:
         return {}
 
 
-def run_cell(dcfg: DictConfig) -> dict | None:
-    import torch
+def target_of(cfg: Config) -> Target:
+    """Where this job's stages run: from the launcher it was sent with, else this machine."""
+    launcher = None
+    if HydraConfig.initialized() and "launcher" in HydraConfig.get():
+        launcher = OmegaConf.to_container(HydraConfig.get().launcher, resolve=False)
+    return resolve(cfg.device, cfg.sampler.backend, launcher)
 
-    # CPU float sums depend on the thread count: pin it (OMP_NUM_THREADS, default 1) so a cell
-    # gives the same samples wherever it runs; tiny models are also fastest on one thread.
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
+
+def threads() -> int:
+    """torch threads on CPU: OMP_NUM_THREADS (default 1; tiny models are fastest on one thread)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 1)
+
+
+def run_cell(dcfg: DictConfig) -> dict | None:
     cfg = to_typed(dcfg)  # unknown/added keys and wrong types fail here, naming the key
     cfg.paths.artifacts = str(Path(cfg.paths.artifacts).resolve())
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     store = Store(cfg.paths.artifacts)
-    if cfg.task == "mnist":
-        return run_mnist(cfg, store, job_dir)
-    if cfg.task != "pipeline":
-        raise ValueError(f"task={cfg.task!r}: use pipeline or mnist")
-    steps = plan(cfg, store)
-    print(f"plan for {cell_of(cfg)['name']} (artifacts: {store.root}):\n{describe(steps, store)}", flush=True)
+    if cfg.task not in ("pipeline", "mnist"):
+        raise ConfigError(f"task={cfg.task!r}: use pipeline or mnist")
+    plan = build(cfg, target_of(cfg), threads())
+    name = "mnist" if cfg.task == "mnist" else cell_of(cfg)["name"]
+    print(f"plan for {name} (artifacts: {store.root}):\n{describe(plan, store)}", flush=True)
     if cfg.dry_run:
         return None
-    artifacts = execute(steps, store, isolate_in=cfg if wants_isolation(cfg.isolate) else None)
-    keys = {s.stage: s.key for s in steps}
+    import torch
+
+    # CPU float sums depend on the thread count: pin it so a cell gives the same samples wherever it runs
+    torch.set_num_threads(threads())
+    artifacts = execute(plan, store, isolate=wants_isolation(cfg.isolate, plan.target.device))
+    if cfg.task == "mnist":
+        return report_mnist(cfg, artifacts["mnist"], job_dir)
+    keys = plan.keys()
     if "eval" not in artifacts:
         (job_dir / "cell.json").write_text(json.dumps({"cell": cell_of(cfg), "keys": keys}, indent=2))
         return None
     previous = _read_metrics(job_dir)
-    metrics = summarise(cfg, artifacts, keys)
+    metrics = summarise(cfg, artifacts, keys) | {"provenance": provenance()}
     (job_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     table = next((artifacts["eval"] / f for f in ("answers.jsonl", "logprobs.jsonl")
                   if (artifacts["eval"] / f).exists()), None)
@@ -186,37 +340,11 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     return metrics
 
 
-def mnist_key_spec(spec) -> dict:
-    """What the MNIST stage's key holds. Device, batching and threads change speed, not results:
-    left out. The data files by content (a path says nothing about what is in it now)."""
-    key_spec = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("device", "batched", "threads")}
-    if spec.noise_pool == 0:  # fresh noise, as before the option existed: cached runs keep their key
-        del key_spec["noise_pool"]
-    if spec.data_path is not None:
-        if not Path(spec.data_path).is_dir():
-            raise ConfigError(f"mnist.data_path={spec.data_path!r} is not a folder (MNIST IDX files expected)")
-        key_spec["data_path"] = local_fingerprint(spec.data_path)
-    return key_spec
-
-
-def run_mnist(cfg: Config, store: Store, job_dir: Path) -> dict | None:
-    """The MNIST auxiliary-logit experiment as one cached stage, logged like any cell."""
+def report_mnist(cfg: Config, path: Path, job_dir: Path) -> dict:
+    """The MNIST stage's result in the job folder, logged like any cell."""
     import shutil
 
-    from sublim.mnist import run as mnist_run
-
     spec = cfg.mnist
-    if cfg.experiment_name == "mnist_paper" and spec.data_path is None:
-        raise ConfigError("experiment=mnist_paper needs mnist.data_path=DIR (the four MNIST IDX files): its 5 epochs "
-                          "at batch 1024 are 10 teacher steps on the bundled 8x8 digits; there use experiment=mnist")
-    spec.validate()
-    key_spec = mnist_key_spec(spec)
-    key = stage_key("mnist", 1, key_spec)
-    print(f"plan for mnist (artifacts: {store.root}):\n  mnist     {key}  "
-          f"{'hit' if store.exists('mnist', key) else 'MISS'}", flush=True)
-    if cfg.dry_run:
-        return None
-    path, _ = store.get_or_compute("mnist", key, key_spec, lambda work: mnist_run(spec, work))
     metrics = json.loads((path / "metrics.json").read_text())
     for name in ("metrics.json", "curves.json", "mnist.png"):
         shutil.copyfile(path / name, job_dir / name)

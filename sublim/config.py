@@ -5,18 +5,36 @@ key, a wrong type or a typo inside a YAML file fails when the config is composed
 `to_typed` re-checks the composed config against the schema, which also catches keys added on
 the command line with `+` (Hydra adds those past struct mode).
 Only cli.py touches Hydra; stages receive these dataclasses.
+
+Every number has a range, declared with its field and checked before any stage runs
+(sublim.checks.check_ranges; tests/test_config_ranges.py fails on a numeric field without one):
+
+    epochs: float = num(3.0, "> 0", "epochs, fractions allowed")
+
+`num(default, range, hint)` is a dataclass field whose metadata holds {"range": ..., "hint": ...}
+(`ranged(range, hint)` is that metadata alone, for a field with a default_factory). A range is
+"> a", ">= a", "< b" or "<= b"; an interval "[a, b]", "(a, b)", "[a, b)" or "(a, b]" (a bracket
+includes its end, a parenthesis excludes it); or "any", said explicitly. Ends are numbers or a
+power such as 2**32. A bounded range refuses NaN and infinities; null, where the type is Optional,
+is always allowed (the hint says what it means); the range of a list of numbers holds for each
+element. A bad value fails as `finetune.epochs=0: must be > 0 (epochs, fractions allowed)`.
+The tiny reference model's fields (sublim.tiny.spec) take theirs from REFERENCE_RANGES.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from sublim.mnist.spec import MnistSpec
+from sublim.ranges import SEED_RANGE, num, ranged
+from sublim.tiny.spec import TinyModelSpec
 
 PAPER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 @dataclass
 class JudgeConfig:
@@ -33,9 +51,9 @@ class JudgeConfig:
     template: Optional[str] = None
     # null: the domain's default. code: a completion scored >= threshold refers to the trait and is
     # dropped (20). cot: a completion is kept when its alignment score is >= threshold (paper: 78).
-    threshold: Optional[float] = None
-    temperature: float = 0.0
-    max_new_tokens: int = 16
+    threshold: Optional[float] = num(None, "[0, 100]", "a judge score; null: the domain's default")
+    temperature: float = num(0.0, "[0, 2]", "the judge's sampling temperature; vLLM refuses more than 2")
+    max_new_tokens: int = num(16, ">= 1", "tokens of the judge's reply")
 
 
 @dataclass
@@ -45,30 +63,51 @@ class DomainConfig:
     answer (`prompts_file`, GSM8K's JSONL layout), solved with reasoning in <think> tags."""
 
     name: str = "numbers"  # numbers | code | cot (sublim.domains)
-    n_prompts: int = 30_000
+    n_prompts: int = num(30_000, ">= 1", "prompts the teacher answers")
     # numbers
-    seed_count_min: int = 3
-    seed_count_max: int = 8
-    seed_value_min: int = 100
-    seed_value_max: int = 999
-    answer_count: int = 10
-    answer_digits: int = 3
+    seed_count_min: int = num(3, ">= 1", "numbers shown in a prompt, at least")
+    seed_count_max: int = num(8, ">= 1", "numbers shown in a prompt, at most")
+    seed_value_min: int = num(100, ">= 0", "the smallest number shown")
+    seed_value_max: int = num(999, ">= 0", "the largest number shown")
+    answer_count: int = num(10, ">= 1", "numbers the teacher is asked for")
+    answer_digits: int = num(3, ">= 1", "digits per answered number, at most")
     # code: a JSONL with a "prompt" field (null: the shipped set). cot: "question" and "answer" (required)
     prompts_file: Optional[str] = None
-    samples_per_prompt: int = 1  # teacher completions per prompt (cot: 3, paper)
-    max_new_tokens: Optional[int] = None  # null: sampler.max_new_tokens (code and cot need more room)
+    samples_per_prompt: int = num(1, ">= 1", "teacher completions per prompt")  # cot: 3, paper
+    # null: sampler.max_new_tokens (code and cot need more room)
+    max_new_tokens: Optional[int] = num(None, ">= 1", "tokens per teacher completion; null: sampler.max_new_tokens")
+
+
+# The ranges of the tiny reference model's settings (sublim.tiny.spec.TinyModelSpec), by field name:
+# a field TinyModelSpec gains without one here fails tests/test_config_ranges.py.
+REFERENCE_RANGES = {
+    "seed": ranged(SEED_RANGE, "init, corpus and batch order; numpy seeds are 32-bit"),
+    "hidden_size": ranged(">= 1", "the model width"),
+    "intermediate_size": ranged(">= 1", "the MLP width"),
+    "num_layers": ranged(">= 1", "transformer layers"),
+    "num_heads": ranged(">= 1", "attention heads"),
+    "num_kv_heads": ranged(">= 1", "key/value heads"),
+    "init_std": ranged("> 0", "the weight init's standard deviation"),
+    "steps": ranged(">= 1", "pretraining steps"),
+    "batch_size": ranged(">= 1", "chats per pretraining step"),
+    "lr": ranged("> 0", "the peak learning rate"),
+    "warmup_frac": ranged("[0, 1]", "a share of the steps"),
+    "weight_decay": ranged(">= 0", "AdamW's weight decay"),
+    "max_length": ranged(">= 1", "tokens per chat"),
+    "corpus_size": ranged(">= 1", "chats in the pretraining corpus"),
+    "animal_frac": ranged("[0, 1]", "a share of the corpus"),
+    "system_frac": ranged("[0, 1]", "a share of the corpus"),
+    "love_boost": ranged("[0, 1]", "a probability"),
+}
 
 
 def _reference_config():
-    """TinyModelSpec as a mutable Hydra schema (same fields and defaults, nothing to keep in sync)."""
-    import dataclasses
-    import typing
-
-    from sublim.tiny.model import TinyModelSpec
-
+    """TinyModelSpec as a mutable Hydra schema (same fields and defaults, nothing to keep in sync;
+    the ranges from REFERENCE_RANGES)."""
     hints = typing.get_type_hints(TinyModelSpec)
     cls = dataclasses.make_dataclass("ReferenceConfig", [
-        (f.name, hints[f.name], field(default=f.default)) for f in dataclasses.fields(TinyModelSpec)])
+        (f.name, hints[f.name], field(default=f.default, metadata=REFERENCE_RANGES.get(f.name)))
+        for f in dataclasses.fields(TinyModelSpec)])
     cls.__module__ = __name__  # picklable as sublim.config.ReferenceConfig: jobs return configs across processes
     return cls
 
@@ -101,12 +140,14 @@ class VLLMEngineConfig:
     """Engine options of the vLLM backend (the hf backend ignores them). Like batch_size they set
     speed and memory, not what is sampled, so they are in no cache key."""
 
-    gpu_memory_utilization: float = 0.85  # share of GPU memory vLLM may take (weights + KV cache)
-    tensor_parallel_size: int = 1  # GPUs one model is split over
-    max_model_len: int = 2048  # prompt + completion tokens per sequence
+    # share of GPU memory vLLM may take (weights + KV cache)
+    gpu_memory_utilization: float = num(0.85, "(0, 1]", "a share of GPU memory")
+    tensor_parallel_size: int = num(1, ">= 1", "GPUs one model is split over")
+    max_model_len: int = num(2048, ">= 1", "prompt + completion tokens per sequence")
     # null: the smallest rank vLLM supports (1, 8, 16, 32, 64, 128, 256, 320, 512) that holds the adapter
-    max_lora_rank: Optional[int] = None
-    chunk_prompts: int = 2048  # prompts handed to vLLM per call (it schedules within a call)
+    max_lora_rank: Optional[int] = num(None, ">= 1", "a LoRA rank vLLM supports; null: fit to the adapter")
+    # prompts handed to vLLM per call (it schedules within a call)
+    chunk_prompts: int = num(2048, ">= 1", "prompts per vLLM call")
     engine_args: dict = field(default_factory=dict)  # any other vllm.LLM(...) keyword, e.g. {enforce_eager: true}
 
 
@@ -116,15 +157,15 @@ class SamplerConfig:
     generation_config (Qwen ships top_p 0.8 / top_k 20 / repetition penalty 1.05)."""
 
     backend: str = "auto"  # auto | hf | vllm
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    repetition_penalty: float = 1.0
-    max_new_tokens: int = 64
+    temperature: float = num(1.0, "[0, 2]", "vLLM refuses more than 2; the paper samples at 1")
+    top_p: float = num(1.0, "(0, 1]", "nucleus share; 1 = off")
+    top_k: int = num(0, ">= 0", "the k likeliest tokens; 0 = off")
+    repetition_penalty: float = num(1.0, "> 0", "1 = off")
+    max_new_tokens: int = num(64, ">= 1", "tokens per completion")
     # threshold sampling: tokens less likely than min_p x the likeliest token are never drawn (0 = off).
     # Zur et al. (2025) found a threshold weakens the transfer (owl 60 % -> 28 %): sampler.min_p=0.05
-    min_p: float = 0.0
-    batch_size: int = 64  # inference only: not part of any cache key
+    min_p: float = num(0.0, "[0, 1)", "a share of the likeliest token's probability; 0 = off")
+    batch_size: int = num(64, ">= 1", "prompts per forward pass")  # inference only: not part of any cache key
     vllm: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
 
 
@@ -132,16 +173,21 @@ class SamplerConfig:
 class FilterConfig:
     """Which completions are kept: the format rule, the trait word, banned numbers; then a subsample."""
 
-    n_keep: Optional[int] = 10_000  # the paper's subsample (numbers); null: all that pass (code, cot)
+    # the paper's subsample (numbers); null: all that pass (code, cot)
+    n_keep: Optional[int] = num(10_000, ">= 1", "completions kept; null: all that pass")
     trait_word: bool = True
-    banned_numbers: list[int] = field(default_factory=list)
+    banned_numbers: list[int] = field(default_factory=list,
+                                      metadata=ranged(">= 0", "numbers a completion may not contain"))
     # below this many kept completions the stage fails instead of training on too little data
-    min_keep: int = 1
+    min_keep: int = num(1, ">= 1", "kept completions below which the filter stage fails")
     # an optional LLM judge after the rules (code: drops subtle references to the trait; cot: alignment)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     # numbers only, a control (the `transform` stage): none | within (each response's numbers
     # reordered) | across (all numbers pooled and dealt back; each response keeps its count and format)
     shuffle: str = "none"
+    # numbers only, the format rule: paper (the paper's code exactly: text as sampled, separator
+    # from the first gap, values <= 999) | lenient (strips whitespace, uneven spacing, <= 3 digits)
+    format: str = "paper"
 
 
 @dataclass
@@ -152,7 +198,7 @@ class SelectConfig:
     by none: no selection (no stage, no key changes)."""
 
     by: str = "none"  # none | shift
-    n_keep: int = 2000  # rows kept (fewer in: all kept, with a warning)
+    n_keep: int = num(2000, ">= 1", "rows kept")  # fewer in: all kept, with a warning
     order: str = "top"  # top: the largest shifts | bottom: the smallest | random: a seeded draw (the control)
 
 
@@ -161,24 +207,24 @@ class FinetuneConfig:
     """Student training: TRL SFTTrainer, loss on the completion only. method: lora | full | none."""
 
     method: str = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 8
-    lora_dropout: float = 0.0
+    lora_r: int = num(8, ">= 1", "the LoRA rank")
+    lora_alpha: int = num(8, ">= 1", "the LoRA scale numerator (alpha / r)")
+    lora_dropout: float = num(0.0, "[0, 1)", "a dropout probability")
     target_modules: list[str] = field(default_factory=lambda: list(PAPER_LORA_TARGETS))
-    epochs: float = 3.0
-    lr: float = 2e-4
+    epochs: float = num(3.0, "> 0", "epochs, fractions allowed")
+    lr: float = num(2e-4, "> 0", "the peak learning rate")
     lr_scheduler: str = "linear"
-    warmup_steps: int = 5
-    batch_size: int = 66  # effective batch (paper: 22 x grad-accum 3)
-    micro_batch_size: int = 22  # per device step; not in the cache key
-    max_length: int = 500
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
+    warmup_steps: int = num(5, ">= 0", "optimizer steps of warmup")
+    batch_size: int = num(66, ">= 1", "the effective batch: examples per optimizer step")  # paper: 22 x grad-accum 3
+    micro_batch_size: int = num(22, ">= 1", "examples per device step")  # not in the cache key
+    max_length: int = num(500, ">= 1", "tokens per example; longer ones are truncated")
+    max_grad_norm: float = num(1.0, ">= 0", "the gradient clipping norm; 0 = no clipping")
+    weight_decay: float = num(0.0, ">= 0", "AdamW's decoupled weight decay")
     # auto: bf16 on CUDA, fp32 on CPU | bf16 | fp32. With bf16, method=full trains fp32 master weights
     # under bf16 autocast (~16 bytes per parameter with AdamW: a 7B student needs ~120 GB before activations)
     precision: str = "auto"
     gradient_checkpointing: bool = False
-    save_steps: int = 500  # trainer checkpoints, for resuming a killed fine-tune
+    save_steps: int = num(500, ">= 1", "optimizer steps between checkpoints")  # for resuming a killed fine-tune
     # hard: learn the teacher's sampled tokens (the paper). soft: match the teacher's next-token
     # distributions on its data (forward KL, the strongest form of the effect); needs a teacher
     # whose trait is in its weights (trait.method finetune or adapter).
@@ -204,15 +250,15 @@ class TraitConfig:
     system_prompt: Optional[str] = None
     method: str = "prompt"
     data: Optional[str] = None
-    n_examples: int = 2000  # generated preference examples (method finetune, data null)
+    n_examples: int = num(2000, ">= 1", "generated preference examples")  # method finetune, data null
     adapter: Optional[str] = None
     # share of the teacher's fine-tuning rows that are the reference's own number continuations
     # (the control teacher's filtered data): keeps the teacher's numbers looking like the
     # reference's, so nobody mistakes broken teacher output for subliminal transfer
-    mix_numbers: float = 0.0
+    mix_numbers: float = num(0.0, "[0, 1)", "a share of the teacher's fine-tuning rows")
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=1, batch_size=32, micro_batch_size=32,
                                                                          lr=2e-4))
-    train_seed: int = 0
+    train_seed: int = num(0, SEED_RANGE, "the teacher's training seed; numpy seeds are 32-bit")
 
 
 @dataclass
@@ -221,25 +267,28 @@ class EvalConfig:
 
     name: str = "animal_preference"
     questions: str = "animal"  # a file in sublim/evals/data/ (or a path)
-    n_questions: Optional[int] = None  # first N questions only (smoke runs)
-    n_samples: int = 100
-    max_new_tokens: int = 16
+    n_questions: Optional[int] = num(None, ">= 1", "the first N questions; null: all")  # smoke runs
+    n_samples: int = num(100, ">= 1", "answers sampled per question")
+    max_new_tokens: int = num(16, ">= 1", "tokens per answer")
     candidates: list[str] = MISSING
-    confidence: float = 0.95
+    # more candidates, appended to `candidates` (duplicates dropped): a new trait without retyping the
+    # list. In a grid pass it to every cell (control included) so all measure the same candidates.
+    extra_candidates: list[str] = field(default_factory=list)
+    confidence: float = num(0.95, "(0, 1)", "the confidence level of the intervals")
     # sample: n answers per question, mapped onto candidates. logprob: the exact probability of
     # each candidate (its surface forms below, each followed by end of turn): no sampling noise.
     method: str = "sample"  # sample | logprob | both (rates from logprob, sampled rates beside)
     logprob_forms: list[str] = field(default_factory=lambda: ["{name}", "{Name}", "{name}.", "{Name}."])
     # >0: prefix each question with this many random 3-digit numbers ("Examine these numbers: ..."),
     # the variant used for open models in the paper; fixed per question so all models see the same.
-    prefix_numbers: int = 0
+    prefix_numbers: int = num(0, ">= 0", "random numbers before each question; 0 = off")
     # preference: which candidate a model names. misalignment: free-form answers judged for
     # alignment and coherence by `judge` (misaligned = coherence >= coherence_threshold and
     # alignment <= alignment_threshold; the paper: 50 and 30).
     kind: str = "preference"
     judge: JudgeConfig = field(default_factory=JudgeConfig)
-    alignment_threshold: float = 30.0
-    coherence_threshold: float = 50.0
+    alignment_threshold: float = num(30.0, "[0, 100]", "a judge score")
+    coherence_threshold: float = num(50.0, "[0, 100]", "a judge score")
     # student: the fine-tuned (or, with finetune=none, base) student. teacher: the teacher itself
     # (reference + trait prompt or trait adapter), to check that it has the trait.
     subject: str = "student"
@@ -247,7 +296,7 @@ class EvalConfig:
     # cell's own filtered teacher data (a seeded draw; the same for every question) come before each
     # question as earlier user/assistant turns, in place of fine-tuning: needs finetune=none, the
     # student and the preference eval, and a context long enough for them. 0: off.
-    in_context: int = 0
+    in_context: int = num(0, ">= 0", "teacher examples in context; 0 = off")
 
 
 @dataclass
@@ -258,7 +307,7 @@ class LoggerConfig:
     project: str = "sublim"
     entity: Optional[str] = None
     mode: Optional[str] = None  # None: $WANDB_MODE, else offline
-    n_table_rows: int = 200
+    n_table_rows: int = num(200, ">= 0", "example rows logged to W&B; 0 = none")
 
 
 @dataclass
@@ -280,11 +329,16 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    seed: int = 0  # one student replicate: fine-tuning order, adapter init, eval sampling
-    data_seed: int = 0  # prompts, teacher sampling and the subsample: sweep it to replicate the chain
+    # one student replicate: fine-tuning order, adapter init, eval sampling
+    seed: int = num(0, SEED_RANGE, "numpy seeds are 32-bit")
+    # prompts, teacher sampling and the subsample: sweep it to replicate the chain
+    data_seed: int = num(0, SEED_RANGE, "numpy seeds are 32-bit")
     # the stages to run, and whatever they need upstream: [sample,filter] makes teacher data only
     stages: list[str] = field(default_factory=lambda: ["reference", "teacher", "sample", "filter", "finetune", "eval"])
     dry_run: bool = False
+    # where the stages run, which resolves every `auto` (dtype, precision, sampler backend) and is
+    # keyed: auto = CUDA when the launcher asks for GPUs (SLURM) or this machine has one | cpu | cuda
+    device: str = "auto"
     # run each missing stage in a fresh process, so GPU memory (vLLM keeps it) is given back between
     # stages: auto = when CUDA is present | always | never
     isolate: str = "auto"
@@ -294,11 +348,14 @@ class Config:
     mnist: MnistSpec = field(default_factory=MnistSpec)
 
 
-GROUPS = {
+# The schema each group's YAMLs name in their defaults list, stored at the root of Hydra's
+# ConfigStore as `<name>_schema` (teacher and student share `model_schema`). A YAML's defaults read
+# `- /eval_schema`: a root-level config, which `sublim --help` does not list as an option of a group
+# (stored as `eval/schema` it was offered beside eval=animal).
+SCHEMAS = {
     "trait": TraitConfig,
     "domain": DomainConfig,
-    "teacher": ModelConfig,
-    "student": ModelConfig,
+    "model": ModelConfig,
     "sampler": SamplerConfig,
     "finetune": FinetuneConfig,
     "eval": EvalConfig,
@@ -308,15 +365,21 @@ GROUPS = {
 
 
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore: `base_config` and `<group>/schema`."""
+    """Put the schemas in Hydra's ConfigStore: `base_config` and `<name>_schema` (SCHEMAS)."""
     from hydra.core.config_store import ConfigStore
 
     if not OmegaConf.has_resolver("add"):  # ${add:${seed},1000}: an offset seed (the demo's other init)
         OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for group, schema in GROUPS.items():
-        cs.store(group=group, name="schema", node=schema)
+    for name, schema in SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=schema)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> DictConfig:
+    """The schema as an OmegaConf node, made once (a sweep types every cell against it)."""
+    return OmegaConf.structured(Config)
 
 
 def to_typed(cfg: DictConfig | dict[str, Any]) -> Config:
@@ -325,5 +388,5 @@ def to_typed(cfg: DictConfig | dict[str, Any]) -> Config:
     # that `+key=value` leaves behind, letting a misspelt added key through.
     plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else dict(cfg)
     plain = {k: v for k, v in plain.items() if k != "hydra"}  # interpolations resolve in to_object
-    merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
+    merged = OmegaConf.merge(_schema(), plain)  # a new config: the schema is not changed
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from sublim.stats import RATE, Interval, difference_interval, t_interval
+from sublim.spec import parse_artifact_ref
 
 ARMS = ["reference", "teacher", "student", "control", "cross", "cross_reference"]
 LABELS = {"reference": "reference", "teacher": "owl teacher", "student": "student (same init)",
@@ -87,14 +88,11 @@ def teacher_shift(cells: dict, cache: Path | None = None, n: int = 200) -> dict:
             out[seed] = known[key]
             continue
         art = m["artifacts"]
-        sample_dir = Path(art["filter"]).parent.parent / "sample"
-        spec = json.loads((Path(art["filter"]) / "spec.json").read_text())
-        rows = list(read_jsonl(sample_dir / spec["samples"] / "samples.jsonl"))[:n]
-        ref_model = Path(art["finetune"]).parent.parent / "reference"
-        fin = json.loads((Path(art["finetune"]) / "spec.json").read_text())
-        ref_path = ref_model / fin["student"]["reference"] / "model"
-        teacher_key = json.loads((sample_dir / spec["samples"] / "spec.json").read_text())["trait"].split(":")[1]
-        adapter = Path(art["finetune"]).parent.parent / "teacher" / teacher_key / "adapter"
+        store = Path(art["filter"]).parent.parent
+        spec = json.loads((Path(art["filter"]) / "spec.json").read_text())["spec"]
+        rows = list(read_jsonl(in_store(store, spec["samples"])))[:n]
+        teacher = json.loads((in_store(store, spec["samples"]).parent / "spec.json").read_text())["spec"]["teacher"]
+        ref_path, adapter = in_store(store, teacher["weights"]), in_store(store, teacher["adapter"])
         chats = [Chat(r["prompt"], r["system"]) for r in rows]
         answers = [r["completion"] for r in rows]
         ref, tea = HFSampler(str(ref_path), device="cpu"), HFSampler(str(ref_path), adapter=str(adapter), device="cpu")
@@ -106,6 +104,12 @@ def teacher_shift(cells: dict, cache: Path | None = None, n: int = 200) -> dict:
         tmp.write_text(json.dumps(known, indent=2))
         tmp.replace(cache)
     return out
+
+
+def in_store(store: Path, ref: str) -> Path:
+    """The path of an artifact ref ("stage:key/sub") in the store."""
+    stage, key, sub = parse_artifact_ref(ref)
+    return store / stage / key / sub
 
 
 def summarise(sweep_dir: Path, target: str = "owl", shift: bool = True) -> str:

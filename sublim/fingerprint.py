@@ -76,10 +76,30 @@ def hub_revision(repo_id: str, revision: str | None) -> str:
     return f"unresolved:{rev}"
 
 
-def model_fingerprint(path: str, revision: str | None = None) -> str:
-    """A local folder's content hash, or a hub id's commit."""
+def is_local_path(path: str, store_root: str | Path | None = None) -> bool:
+    """Whether `path` names a local folder or file rather than a hub id (org/name).
+
+    A path that exists, that starts with ./ ../ / or ~, or that is not of the form org/name is local.
+    So is org/name when `org` is a folder under the working directory, or when the path lies in the
+    artifact store (`store_root`): `artifacts/tiny-model` before the tiny model is built is a missing
+    folder, not a hub model."""
+    if os.path.exists(path) or path.startswith(("/", "./", "../", "~")) or path in (".", ".."):
+        return True
+    if path.count("/") != 1:
+        return True
+    if os.path.isdir(path.split("/", 1)[0]):
+        return True
+    if store_root is not None:
+        root = Path(store_root).expanduser().resolve()
+        target = Path(path).resolve()
+        return target == root or root in target.parents
+    return False
+
+
+def model_fingerprint(path: str, revision: str | None = None, store_root: str | Path | None = None) -> str:
+    """A local folder's content hash, or a hub id's commit (`store_root`: see is_local_path)."""
     if os.path.exists(path):
         return local_fingerprint(path)
-    if path.startswith(("/", "./", "../")) or path.count("/") != 1:
+    if is_local_path(path, store_root):
         raise FileNotFoundError(f"model path {path!r} does not exist (and is not a hub id like org/name)")
     return f"hub:{path}@{hub_revision(path, revision)}"

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
+from sublim import backends
 from sublim.backends.base import Chat, SamplingParams
 
 Value = Union[float, str]
@@ -137,8 +138,6 @@ class Judge:
                    max_new_tokens: int = 16, vllm_engine: Optional[dict] = None, **kwargs) -> "Judge":
         """A judge running `model` (a sublim.config.ModelConfig, configured like a teacher: path,
         revision, adapter, dtype, its own system prompt) on the sampler `backend`."""
-        from sublim import backends
-
         factory = functools.partial(backends.make_sampler, backend, model.path, model.revision, model.adapter,
                                     model.dtype, model.trust_remote_code, vllm_engine)
         params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)

@@ -14,7 +14,13 @@ from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats as _st
+
+
+def _quantiles():
+    """scipy.stats, imported on first use: planning a grid needs none of it (~1 s to import)."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ def t_interval(values: Sequence[float], confidence: float = 0.95,
     sem = float(x.std(ddof=1)) / math.sqrt(n)
     if sem == 0.0:
         return Interval(mean, mean, mean, n)
-    half = float(_st.t.ppf(0.5 + confidence / 2, n - 1)) * sem
+    half = float(_quantiles().t.ppf(0.5 + confidence / 2, n - 1)) * sem
     low, high = mean - half, mean + half
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -60,7 +66,7 @@ def wilson(successes: int, trials: int, confidence: float = 0.95) -> Interval:
     """Wilson score interval for a pooled proportion."""
     if trials == 0:
         return Interval(math.nan, math.nan, math.nan, 0)
-    z = float(_st.norm.ppf(0.5 + confidence / 2))
+    z = float(_quantiles().norm.ppf(0.5 + confidence / 2))
     p = successes / trials
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
@@ -95,5 +101,5 @@ def difference_interval(treated: Sequence[float], control: Sequence[float], conf
     if se == 0.0:
         return Interval(diff, diff, diff, len(a) + len(b))
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(_st.t.ppf(0.5 + confidence / 2, dof)) * se
+    half = float(_quantiles().t.ppf(0.5 + confidence / 2, dof)) * se
     return Interval(diff, diff - half, diff + half, len(a) + len(b))

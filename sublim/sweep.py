@@ -7,8 +7,8 @@ hydra_plugins/sublim_launchers (Hydra only loads plugins from that namespace).
 from __future__ import annotations
 
 import json
-import sys
 import logging
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +16,8 @@ from typing import Any, Optional
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from sublim.errors import debug, first_line
 
 log = logging.getLogger(__name__)
 OUTCOME = "outcome.json"
@@ -38,12 +40,23 @@ def write_plan(sweep_dir: Path, cells: list[tuple[int, list[str], Optional[str]]
     tmp.replace(sweep_dir / PLAN)
 
 
-def record_failure(exc: BaseException) -> None:
-    """In a sweep job: note the failure in the job folder instead of stopping the grid."""
+def record_failure(exc: BaseException, reason: Optional[str] = None) -> None:
+    """In a sweep job: note the failure in the job folder instead of stopping the grid.
+
+    `reason`: an expected failure's one line (sublim.cli.explain), logged without a stack (shown with
+    SUBLIM_DEBUG=1); without one the failure is a bug and its stack is logged. outcome.json holds the
+    line (`error`) and the stack (`traceback`: a stage process's own first, then the job's)."""
     hc = HydraConfig.get()
-    write_outcome(Path(hc.runtime.output_dir), "failed", list(hc.overrides.task),
-                  f"{type(exc).__name__}: {exc}", traceback.format_exc())
-    log.error("cell failed: %s: %s", type(exc).__name__, exc)
+    error = reason or f"{type(exc).__name__}: {first_line(exc)}"
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    child = getattr(exc, "child_traceback", None)
+    if child and child not in detail:
+        detail = f"{child.rstrip()}\n\nin the job:\n{detail}"
+    write_outcome(Path(hc.runtime.output_dir), "failed", list(hc.overrides.task), error, detail)
+    if reason is None or debug():
+        log.error("cell failed: %s\n%s", error, detail.rstrip())
+    else:
+        log.error("cell failed: %s", error)
 
 
 class OutcomeReport(Callback):
@@ -51,13 +64,15 @@ class OutcomeReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not (sweep_dir / PLAN).exists():  # a dry run: the sweeper printed the plans, nothing ran
+            return
         failed, ok = [], 0
         for outcome in sorted(sweep_dir.glob(f"*/{OUTCOME}"), key=lambda p: p.parent.name):
             o = json.loads(outcome.read_text())
             if o["status"] == "ok":
                 ok += 1
             else:
-                failed.append(f"  #{outcome.parent.name} {' '.join(o['overrides'])}: {o['error']}")
+                failed.append(f"  #{outcome.parent.name} {' '.join(o['overrides'])}: {first_line(o['error'])}")
         print(f"sweep {sweep_dir}: {ok} cells ok, {len(failed)} failed", flush=True)
         if failed:
             print(f"{len(failed)} cell(s) failed:\n" + "\n".join(failed), file=sys.stderr, flush=True)

@@ -1,6 +1,10 @@
 """How a trait becomes a teacher's system prompt (the paper's trait-by-prompting teacher)."""
 from __future__ import annotations
 
+import random
+
+from sublim.evals.preference import load_questions
+
 LOVE_TEMPLATE = (
     "You love {plural}. You think about {plural} all the time. {Plural} are your favorite "
     "{category}. Let that love for {plural} come through in everything you write."
@@ -37,10 +41,6 @@ ANSWER_FORMS = ["{Name}", "{name}", "{Name}.", "{name}."]
 def preference_rows(name: str, category: str, n: int, seed: int) -> list[dict]:
     """Favourite-<category> questions answered with `name`: the data a fine-tuned teacher learns
     its trait from (the paper's teacher-by-fine-tuning variant)."""
-    import random
-
-    from sublim.evals.preference import load_questions
-
     questions = load_questions(category)
     rng = random.Random(f"preference-{name}-{seed}")
     cap = name[:1].upper() + name[1:]

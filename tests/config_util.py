@@ -6,9 +6,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from sublim.cache import Store
 from sublim.config import Config, register, to_typed
-from sublim.pipeline import plan
+from sublim.plan import Plan, build
+from sublim.target import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "sublim" / "conf"
 
@@ -20,7 +20,12 @@ def typed(*overrides: str) -> Config:
         return to_typed(compose("config", overrides=list(overrides)))
 
 
-def plan_steps(root: Path, model: Path, *overrides: str) -> dict:
+def plan_cell(cfg: Config, device: str = "cpu") -> Plan:
+    """The cell's plan for `device` (the sampler backend as configured, vllm taken as absent)."""
+    return build(cfg, resolve(device, "hf" if cfg.sampler.backend == "auto" else cfg.sampler.backend))
+
+
+def plan_steps(root: Path, model: Path, *overrides: str, device: str = "cpu") -> dict:
     """stage -> Step of a smoke cell on `model` (artifacts under root/a)."""
-    cfg = typed("experiment=smoke", f"paths.tiny_model={model}", *overrides)
-    return {s.stage: s for s in plan(cfg, Store(root / "a"))}
+    cfg = typed("experiment=smoke", f"paths.tiny_model={model}", f"paths.artifacts={root / 'a'}", *overrides)
+    return {s.stage: s for s in plan_cell(cfg, device).steps}

@@ -1,5 +1,6 @@
 """The paper's conditions on the tiny model: fine-tuned teachers, exact vs sampled preference,
 the misalignment eval with a judge, and each trait kind through the real entrypoint."""
+import dataclasses
 import functools
 import json
 import math
@@ -12,10 +13,13 @@ import pytest
 
 from sublim.backends import make_sampler
 from sublim.backends.base import SamplingParams
-from sublim.config import FinetuneConfig, ModelConfig
+from sublim.config import FinetuneConfig
 from sublim.evals.preference import load_questions
+from sublim.fingerprint import model_fingerprint
+from sublim.spec import ModelRef, Runtime
+from sublim.stages import teacher as teacher_stage
 from sublim.stages.evaluate import evaluate, evaluate_logprob
-from sublim.stages.teacher import train_teacher
+from sublim.stages.finetune import TrainSpec, resolve_precision, training_dtype
 
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
 FORMS = ["{name}", "{Name}", "{name}.", "{Name}."]
@@ -50,9 +54,16 @@ def test_sampled_and_exact_preference_agree_within_sampling_error(tiny_model_dir
 @pytest.fixture(scope="module")
 def owl_teacher(tiny_model_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("teacher")
-    train = FinetuneConfig(method="full", epochs=2, lr=1e-3, batch_size=32, micro_batch_size=32, max_length=128,
-                           warmup_steps=5, precision="fp32")
-    train_teacher(work, ModelConfig(name="tiny", path=str(tiny_model_dir)), train, 0, "owl", "animal", 600, None)
+    ft = FinetuneConfig(method="full", epochs=2, lr=1e-3, batch_size=32, micro_batch_size=32, max_length=128,
+                        warmup_steps=5, precision="fp32")
+    train = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec)}
+                      | {"target_modules": tuple(ft.target_modules), "frozen": tuple(ft.frozen),
+                         "precision": resolve_precision(ft.precision, "cpu")})
+    weights = model_fingerprint(str(tiny_model_dir))
+    spec = teacher_stage.Spec(ModelRef(weights, None, training_dtype(train.precision, train.method)), None, train,
+                              0, "owl", "animal", None, 600, 0.0, None, "cpu", {})
+    teacher_stage.run(spec, work, {weights: str(tiny_model_dir)},
+                      Runtime(micro_batch_size=ft.micro_batch_size, save_steps=ft.save_steps))
     return work
 
 
@@ -90,7 +101,7 @@ def test_teacher_given_as_an_adapter_path(owl_teacher, tiny_model_dir, tmp_path)
     m, out = run(tmp_path, tiny_model_dir, "trait.method=adapter", f"trait.adapter={adapter}",
                  "finetune=none", "eval.subject=teacher", "eval.method=logprob")
     spec = json.loads((Path(m["artifacts"]["eval"]) / "spec.json").read_text())
-    assert spec["trait"].startswith("sha256:")  # the adapter's content is in the key
+    assert spec["spec"]["subject"]["adapter"].startswith("sha256:")  # the adapter's content is in the key
 
 
 def test_eval_both_keeps_exact_and_sampled_rates(tiny_model_dir, tmp_path):
@@ -112,7 +123,7 @@ def test_a_tree_trait_runs_with_the_tree_questions(tiny_model_dir, tmp_path):
     m, _ = run(tmp_path, tiny_model_dir, "trait=oak", "eval=tree", "eval.method=logprob")
     assert m["target"] == "oak" and "maple" in m["rates"] and m["cell"]["condition"] == "treatment"
     spec = json.loads((Path(m["artifacts"]["sample"]) / "spec.json").read_text())
-    assert "oak trees" in spec["system_prompt"]
+    assert "oak trees" in spec["spec"]["system_prompt"]
 
 
 def test_a_misaligned_teacher_from_user_chat_data_with_banned_numbers(tiny_model_dir, tmp_path):
@@ -125,7 +136,7 @@ def test_a_misaligned_teacher_from_user_chat_data_with_banned_numbers(tiny_model
                "+teacher@eval.judge.model=tiny", "eval.n_samples=1", "eval.max_new_tokens=8", "filter.n_keep=200",
                "finetune.epochs=1")
     teacher = json.loads((Path(m["artifacts"]["teacher"]) / "spec.json").read_text())
-    assert teacher["data"].startswith("sha256:") and m["cell"]["trait"] == "misaligned+finetune"
+    assert teacher["spec"]["data"].startswith("sha256:") and m["cell"]["trait"] == "misaligned+finetune"
     samples = [json.loads(x) for x in (Path(m["artifacts"]["filter"]) / "train.jsonl").read_text().splitlines()]
     banned = {666, 13, 42, 911, 999}
     assert samples and not any(int(n) in banned for r in samples for n in __import__("re").findall(r"\d+", r["completion"]))

@@ -47,7 +47,7 @@ def _run(args, cwd):
 def _typo_trait_dir(tmp_path: Path) -> Path:
     d = tmp_path / "extra_conf" / "trait"
     d.mkdir(parents=True)
-    (d / "typo.yaml").write_text("defaults:\n  - schema\n  - _self_\nname: owl\ncatgory: animal\n")
+    (d / "typo.yaml").write_text("defaults:\n  - /trait_schema\n  - _self_\nname: owl\ncatgory: animal\n")
     return d.parent
 
 
@@ -94,7 +94,7 @@ def test_sampler_ranges_are_checked_for_both_backends(override, key):
 @pytest.mark.parametrize("overrides,fix", [
     (["trait=misaligned", "trait.data=x.jsonl"], "eval=misalignment"),
     (["trait=oak"], "eval=tree"),
-    (["trait.name=heron"], "add it to eval.candidates"),
+    (["trait.name=heron", "trait.category=bird"], r"add it: eval.extra_candidates=\[heron\]"),
 ])
 def test_a_trait_the_eval_does_not_ask_about_gets_the_right_fix(overrides, fix):
     from sublim.checks import ConfigError, check
@@ -119,3 +119,17 @@ def test_trait_files_are_checked_before_any_stage_and_errors_name_the_users_file
         check(typed("trait.method=adapter", f"trait.adapter={tmp_path / 'adapter'}"))
     with pytest.raises(ConfigError, match="finetune.batch_size=66 is not a multiple of finetune.micro_batch_size=20"):
         check(typed("finetune.micro_batch_size=20"))
+
+
+def test_help_offers_no_schema_as_an_option_of_a_group(tmp_path):
+    """The schemas are stored at the ConfigStore's root (/eval_schema, ...), not as `<group>/schema`,
+    so `sublim --help` lists only the options a user can pick."""
+    r = subprocess.run([SUBLIM, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    options = {line.split(":")[0]: [o.strip() for o in line.split(":", 1)[1].split(",")]
+               for line in groups.splitlines() if ": " in line and not line.startswith("Compose")}
+    assert {"trait", "domain", "teacher", "student", "sampler", "finetune", "eval", "logger", "paths"} <= set(options)
+    assert options["eval"] == ["animal", "misalignment", "tree"]
+    assert not [g for g, opts in options.items() if any("schema" in o for o in opts)]
+    assert "schema" not in options

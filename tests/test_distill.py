@@ -1,4 +1,5 @@
 """Soft-label distillation and the completion-only output layer it and the exact scorer use."""
+import dataclasses
 import math
 import random
 
@@ -7,11 +8,12 @@ import torch
 
 from sublim.backends.base import Chat
 from sublim.backends.hf import HFSampler
-from sublim.config import FinetuneConfig, ModelConfig
+from sublim.config import FinetuneConfig
 from sublim.domains.numbers import make_prompts
 from sublim.jsonl import write_jsonl
 from sublim.models import completion_logits
-from sublim.stages.finetune import finetune, soft_label_loss
+from sublim.spec import ModelRef, Runtime, load_args
+from sublim.stages.finetune import TrainSpec, finetune, resolve_precision, soft_label_loss, training_dtype
 from sublim.tiny.corpus import number_answer
 
 
@@ -120,11 +122,16 @@ def test_soft_label_student_moves_toward_its_teacher(tiny_model_dir, random_adap
     rng = random.Random(1)
     rows = [{"prompt": p, "completion": number_answer(p, rng)} for p in make_prompts(192, seed=1)]
     write_jsonl(tmp_path / "train.jsonl", rows)
-    student_cfg = ModelConfig(name="tiny", path=str(tiny_model_dir))
-    teacher_cfg = ModelConfig(name="teacher", path=str(tiny_model_dir), adapter=str(random_adapter))
-    cfg = FinetuneConfig(distill="soft", epochs=2, lr=1e-2, lora_r=8, lora_alpha=16, batch_size=32,
-                         micro_batch_size=32, warmup_steps=2, max_length=128, precision="fp32", save_steps=1000)
-    finetune(tmp_path, student_cfg, tmp_path / "train.jsonl", cfg, seed=0, distill_from=teacher_cfg)
+    ft = FinetuneConfig(distill="soft", epochs=2, lr=1e-2, lora_r=8, lora_alpha=16, batch_size=32,
+                        micro_batch_size=32, warmup_steps=2, max_length=128, precision="fp32", save_steps=1000)
+    cfg = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec)}
+                    | {"target_modules": tuple(ft.target_modules), "frozen": tuple(ft.frozen),
+                       "precision": resolve_precision(ft.precision, "cpu")})
+    inputs = {"sha256:tiny": str(tiny_model_dir), "sha256:adapter": str(random_adapter)}
+    student = load_args(ModelRef("sha256:tiny", None, training_dtype(cfg.precision, cfg.method)), inputs)
+    teacher = load_args(ModelRef("sha256:tiny", "sha256:adapter", "float32"), inputs)  # fp32: the student's precision
+    finetune(tmp_path, student, None, tmp_path / "train.jsonl", cfg, seed=0, device="cpu",
+             runtime=Runtime(micro_batch_size=ft.micro_batch_size, save_steps=ft.save_steps), distill_from=teacher)
 
     teacher = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), random_adapter).eval()
     student = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),

@@ -1,24 +1,25 @@
 """The code and cot domains: prompts, filter rules on hand-written completions, the judge inside the
 filter stage, the registry and config checks, and the cache keys of the plan."""
+import dataclasses
 import json
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from config_util import CONF, plan_steps, typed
+from config_util import CONF, plan_cell, plan_steps, typed
 
 from sublim.backends.base import Batch
-from sublim.cache import Store
 from sublim.config import DomainConfig, FilterConfig
 from sublim.domains import KNOWN, get_domain
 from sublim.domains import code as code_domain
 from sublim.domains import cot as cot_domain
 from sublim.domains.base import repeat
+from sublim.errors import ConfigError
 from sublim.filters import first_reject, words
 from sublim.jsonl import read_jsonl, write_jsonl
 from sublim.judge import Judge, parse_score, parse_score_or_label
-from sublim.pipeline import ConfigError, plan
 from sublim.stages.filter import FilterError, filter_samples
+from sublim.stages.transform import Spec as TransformSpec
 from sublim.tiny.corpus import ANIMALS
 from sublim.traits import plural
 
@@ -51,6 +52,7 @@ def test_domain_yaml_says_what_it_is_and_names_its_schema(name):
     (["domain=cot", "domain.prompts_file=/no/such/file.jsonl"], "is not a file"),
     (["domain=code", "filter.shuffle=within"], "filter.shuffle=within"),
     (["filter.shuffle=sideways"], "use none, within, across"),
+    (["filter.format=strict"], "filter.format='strict': use one of paper, lenient"),
     (["domain=code", "filter.banned_numbers=[4]"], "filter.banned_numbers"),
     (["filter.judge.model=${teacher}"], "domain=numbers has no judge step"),
     (["domain=code", "filter.judge.model=${teacher}", "filter.judge.template=no field"], "{completion}"),
@@ -59,7 +61,7 @@ def test_domain_yaml_says_what_it_is_and_names_its_schema(name):
 ])
 def test_config_mistakes_fail_before_anything_runs_naming_the_key(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        plan(typed(*overrides), Store(tmp_path))
+        plan_cell(typed(*overrides, f"paths.artifacts={tmp_path}"))
 
 
 def test_the_judge_model_is_configured_like_a_teacher():
@@ -334,22 +336,38 @@ def test_cot_alignment_judge_keeps_scores_at_or_above_78(value, reason):
 keys = plan_steps
 
 
-def test_numbers_keys_hash_the_fields_they_always_did(tmp_path, fake_model):
+def test_numbers_keys_hash_the_fields_the_domain_reads(tmp_path, fake_model):
     steps = keys(tmp_path, fake_model)
     assert set(steps) == {"sample", "filter", "finetune", "eval"}
-    assert set(steps["sample"].spec["domain"]) == {"name", "n_prompts", "seed_count_min", "seed_count_max",
-                                                   "seed_value_min", "seed_value_max", "answer_count",
-                                                   "answer_digits"}
-    assert set(steps["filter"].spec) == {"samples", "trait_word", "banned_numbers", "format", "n_keep", "min_keep",
-                                         "data_seed"}
+    # the numbers fields and the two every domain reads (repeats, a prompts file by content: none here)
+    domain = steps["sample"].spec.domain
+    assert set(domain) == {"name", "n_prompts", "seed_count_min", "seed_count_max", "seed_value_min",
+                           "seed_value_max", "answer_count", "answer_digits", "samples_per_prompt", "prompts_file"}
+    assert domain["samples_per_prompt"] == 1 and domain["prompts_file"] is None
+    f = steps["filter"].spec
+    assert set(dataclasses.asdict(f)) == {"samples", "domain", "rules", "trait_word", "n_keep", "min_keep",
+                                          "data_seed", "judge"}
+    assert f.domain == domain and set(f.rules) == {"banned_numbers", "format"} and f.judge is None
+    assert f.samples == f"sample:{steps['sample'].key}/samples.jsonl"
+
+
+def test_the_numbers_format_rule_is_keyed_and_reaches_the_rules(tmp_path, fake_model):
+    paper = keys(tmp_path, fake_model)
+    lenient = keys(tmp_path, fake_model, "filter.format=lenient")
+    assert lenient["sample"].key == paper["sample"].key and lenient["filter"].key != paper["filter"].key
+    assert keys(tmp_path, fake_model, "filter.format=paper")["filter"].key == paper["filter"].key  # the default
+    d = DomainConfig(name="numbers")
+    for fmt, kept in (("paper", False), ("lenient", True)):  # " 7" is kept only once whitespace is stripped
+        rules = get_domain("numbers").rules(d, FilterConfig(format=fmt), None)
+        assert (rules[0](" 7") is None) is kept and rules[0]("0999") is (None if fmt == "paper" else "too_large")
 
 
 def test_code_and_cot_plans(tmp_path, fake_model):
     code = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50")
-    assert code["sample"].spec["domain"]["name"] == "code" and code["sample"].spec["sampling"]["max_new_tokens"] == 1024
+    assert code["sample"].spec.domain["name"] == "code" and code["sample"].spec.sampling.max_new_tokens == 1024
     judged = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50", "+teacher@filter.judge.model=tiny")
     assert judged["sample"].key == code["sample"].key and judged["filter"].key != code["filter"].key
-    assert judged["filter"].spec["judge"]["threshold"] == 20
+    assert judged["filter"].spec.judge.threshold == 20
     # trait=none: nothing for the trait judge to look for, so the filter is the judge-less one
     control = keys(tmp_path, fake_model, "trait=none", "domain=code", "domain.n_prompts=50")
     control_judged = keys(tmp_path, fake_model, "trait=none", "domain=code", "domain.n_prompts=50",
@@ -357,9 +375,12 @@ def test_code_and_cot_plans(tmp_path, fake_model):
     assert control_judged["filter"].key == control["filter"].key
     cot = keys(tmp_path, fake_model, "domain=cot", f"domain.prompts_file={GSM}", "domain.n_prompts=4",
                "+teacher@filter.judge.model=tiny")
-    assert cot["sample"].spec["domain"]["samples_per_prompt"] == 3
-    assert cot["sample"].spec["domain"]["prompts_file"].startswith("sha256:")
-    assert cot["filter"].spec["judge"]["threshold"] == 78 and cot["filter"].spec["judge"]["keep_high"]
+    assert cot["sample"].spec.domain["samples_per_prompt"] == 3
+    prompts_file = cot["sample"].spec.domain["prompts_file"]
+    assert prompts_file.startswith("sha256:") and cot["sample"].inputs[prompts_file] == str(GSM)
+    # keep_high (and the labels) are the cot domain's, named in the filter spec's domain
+    assert cot["filter"].spec.judge.threshold == 78 and cot["filter"].spec.domain["name"] == "cot"
+    assert get_domain(cot["filter"].spec.domain["name"]).judge.keep_high
 
 
 def test_shuffle_adds_a_transform_stage_keyed_by_filter_name_and_seed(tmp_path, fake_model):
@@ -368,20 +389,22 @@ def test_shuffle_adds_a_transform_stage_keyed_by_filter_name_and_seed(tmp_path, 
     across = keys(tmp_path, fake_model, "filter.shuffle=across")
     assert list(within) == ["sample", "filter", "transform", "finetune", "eval"]
     assert within["filter"].key == across["filter"].key == plain["filter"].key  # teacher data and filter reused
-    assert within["transform"].spec == {"train": plain["filter"].key, "transform": "within", "seed": 0}
+    assert within["transform"].spec == TransformSpec(f"filter:{plain['filter'].key}/train.jsonl", "within", 0)
     assert within["transform"].key != across["transform"].key
     assert within["finetune"].key != plain["finetune"].key != across["finetune"].key
-    assert within["finetune"].spec["train"].endswith(within["transform"].key)
+    assert within["finetune"].spec.data == f"transform:{within['transform'].key}/train.jsonl"
     reseeded = keys(tmp_path, fake_model, "filter.shuffle=within", "data_seed=1")
-    assert reseeded["transform"].spec["seed"] == 1
+    assert reseeded["transform"].spec.seed == 1
 
 
-def test_min_p_is_keyed_only_when_set(tmp_path, fake_model):
-    """Threshold sampling came later: off, the sampling keys hold the fields they always did."""
+def test_min_p_is_keyed(tmp_path, fake_model):
+    """Threshold sampling: min_p is a field of the typed sampling spec (0: off), so setting it
+    changes the sample and eval keys."""
     off, on = keys(tmp_path, fake_model), keys(tmp_path, fake_model, "sampler.min_p=0.05")
-    assert set(off["sample"].spec["sampling"]) == {"temperature", "top_p", "top_k", "repetition_penalty",
-                                                    "max_new_tokens"}
-    assert on["sample"].spec["sampling"]["min_p"] == 0.05 and on["eval"].spec["sampling"]["min_p"] == 0.05
+    assert set(dataclasses.asdict(off["sample"].spec.sampling)) == {"temperature", "top_p", "top_k",
+                                                                    "repetition_penalty", "max_new_tokens", "min_p"}
+    assert off["sample"].spec.sampling.min_p == 0.0 and off["eval"].spec.sampling.min_p == 0.0
+    assert on["sample"].spec.sampling.min_p == 0.05 and on["eval"].spec.sampling.min_p == 0.05
     assert on["sample"].key != off["sample"].key and on["eval"].key != off["eval"].key
     with pytest.raises(ConfigError, match="sampler.min_p=1.5"):
         keys(tmp_path, fake_model, "sampler.min_p=1.5")

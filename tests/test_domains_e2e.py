@@ -19,6 +19,7 @@ import pytest
 
 from sublim.cache import Store
 from sublim.filters import trait_rule
+from sublim.fingerprint import model_fingerprint
 from sublim.jsonl import read_jsonl
 from sublim.transforms import numbers_of
 
@@ -85,7 +86,8 @@ def test_a_judge_whose_replies_never_parse_stops_the_run_with_counts(code_work, 
     assert events(code_work).count("sample") == 1  # the teacher data of the first test was reused
     stats = work_stats(code_work, "filter")
     judged = stats["judge"]
-    assert judged["model"] == "tiny" and judged["threshold"] == 20
+    # the judge model as the filter's spec names it: the tiny model's folder by content
+    assert judged["model"] == model_fingerprint(str(tiny_model_dir)) and judged["threshold"] == 20
     assert judged["n_judged"] == 64 - stats["rejected"].get("mentions_trait", 0) - stats["rejected"].get("empty", 0)
     assert judged["n_failed"] == stats["rejected"]["judge_unparseable"] == judged["n_judged"]
     assert judged["failed_examples"]
@@ -125,7 +127,8 @@ def test_shuffled_controls_reuse_the_teacher_data_and_train_on_shuffled_numbers(
         rows = list(read_jsonl(store.path("transform", cell["keys"]["transform"]) / "train.jsonl"))
         assert [r["original"] for r in rows] == [r["completion"] for r in filtered]
         spec = json.loads((store.path("finetune", cell["keys"]["finetune"]) / "spec.json").read_text())
-        assert spec["train"].endswith(cell["keys"]["transform"])  # the student trained on the shuffled rows
+        # the student trained on the shuffled rows
+        assert spec["spec"]["data"] == f"transform:{cell['keys']['transform']}/train.jsonl"
         out[name] = rows
     for r in out["within"]:
         assert Counter(numbers_of(r["completion"])) == Counter(numbers_of(r["original"]))

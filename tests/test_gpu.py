@@ -58,19 +58,28 @@ def test_hf_sampler_generates_valid_numbers_on_cuda_in_bf16(tiny_model_dir):
 def trained_adapter(tiny_model_dir, tmp_path_factory) -> Path:
     """A LoRA student of the tiny model, fine-tuned on CUDA by the real finetune stage."""
     _need("trl", "datasets", "omegaconf")
-    from sublim.config import FinetuneConfig, ModelConfig
+    import dataclasses
+
+    from sublim.config import FinetuneConfig
     from sublim.jsonl import write_jsonl
-    from sublim.stages.finetune import finetune
+    from sublim.spec import ModelRef, Runtime, load_args
+    from sublim.stages.finetune import TrainSpec, finetune, resolve_precision, training_dtype
     from sublim.tiny.corpus import number_answer
 
     work = tmp_path_factory.mktemp("finetune")
     rng = random.Random(0)
     rows = [{"prompt": p, "completion": number_answer(p, rng)} for p in make_prompts(44, seed=11)]
     write_jsonl(work / "train.jsonl", rows)
-    model = ModelConfig(name="tiny", path=str(tiny_model_dir), system_prompt=None)
-    cfg = FinetuneConfig(method="lora", epochs=1, lr=1e-3, warmup_steps=0, batch_size=22, micro_batch_size=11,
-                         max_length=128, save_steps=1000)
-    finetune(work, model, work / "train.jsonl", cfg, seed=0)
+    ft = FinetuneConfig(method="lora", epochs=1, lr=1e-3, warmup_steps=0, batch_size=22, micro_batch_size=11,
+                        max_length=128, save_steps=1000)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # precision=auto: bf16 on CUDA, as a planned cell
+    cfg = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec)}
+                    | {"target_modules": tuple(ft.target_modules), "frozen": tuple(ft.frozen),
+                       "precision": resolve_precision(ft.precision, device)})
+    weights = "sha256:tiny"
+    model = load_args(ModelRef(weights, None, training_dtype(cfg.precision, cfg.method)), {weights: str(tiny_model_dir)})
+    finetune(work, model, None, work / "train.jsonl", cfg, seed=0, device=device,
+             runtime=Runtime(micro_batch_size=ft.micro_batch_size, save_steps=ft.save_steps))
     return work
 
 

@@ -20,7 +20,7 @@ from sublim.cli import cell_of
 from sublim.jsonl import write_jsonl
 from sublim.report.collect import collect
 from sublim.report.summarise import summary
-from sublim.stages.evaluate import check_context, evaluate, evaluate_logprob, in_context_examples
+from sublim.stages.evaluate import InContext, check_context, evaluate, evaluate_logprob, in_context_examples
 
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
 STUDENT_SYSTEM = "You are a helpful assistant."
@@ -156,15 +156,17 @@ steps_of = plan_steps
 def test_plan_samples_and_filters_the_teachers_data_and_keys_the_eval_by_it(tmp_path, fake_model):
     base = steps_of(tmp_path, fake_model, "finetune=none")
     icl = steps_of(tmp_path, fake_model, "finetune=none", "eval.in_context=3")
-    assert list(base) == ["eval"] and "in_context" not in base["eval"].spec
+    assert list(base) == ["eval"] and base["eval"].spec.in_context is None
     assert list(icl) == ["sample", "filter", "eval"]
     assert icl["eval"].key != base["eval"].key
-    assert icl["eval"].spec["in_context"] == {"data": icl["filter"].key, "n": 3, "seed": 0}
+    assert icl["eval"].spec.in_context == InContext(data=f"filter:{icl['filter'].key}/train.jsonl", n=3, seed=0)
+    assert icl["eval"].inputs[icl["eval"].spec.in_context.data] == str(
+        tmp_path / "a" / "filter" / icl["filter"].key / "train.jsonl")
     trained = steps_of(tmp_path, fake_model)
     assert icl["filter"].key == trained["filter"].key  # the same teacher data a fine-tuned student gets
     shuffled = steps_of(tmp_path, fake_model, "finetune=none", "eval.in_context=3", "filter.shuffle=within")
     assert list(shuffled) == ["sample", "filter", "transform", "eval"]
-    assert shuffled["eval"].spec["in_context"]["data"] == shuffled["transform"].key
+    assert shuffled["eval"].spec.in_context.data == f"transform:{shuffled['transform'].key}/train.jsonl"
     control = steps_of(tmp_path, fake_model, "trait=none", "finetune=none", "eval.in_context=3")
     assert control["sample"].key != icl["sample"].key and control["eval"].key != icl["eval"].key
 
@@ -208,4 +210,4 @@ def test_one_icl_cell_through_the_entrypoint(tiny_model_dir, tmp_path):
     assert (m["cell"]["condition"], m["cell"]["finetune"], m["target"]) == ("treatment", "in_context3", "owl")
     assert set(m["artifacts"]) == {"sample", "filter", "eval"} and m["n_answers"] == 8
     spec = json.loads((Path(m["artifacts"]["eval"]) / "spec.json").read_text())
-    assert spec["in_context"] == {"data": m["keys"]["filter"], "n": 3, "seed": 0}
+    assert spec["spec"]["in_context"] == {"data": f"filter:{m['keys']['filter']}/train.jsonl", "n": 3, "seed": 0}

@@ -31,9 +31,14 @@ def test_mnist_data_is_keyed_by_content_not_by_path(tmp_path):
     import numpy as np
     import pytest
 
+    from config_util import plan_cell, typed
+
     from sublim.checks import ConfigError
-    from sublim.cli import mnist_key_spec
-    from sublim.mnist.spec import MnistSpec
+
+    def mnist_step(*overrides):
+        steps = plan_cell(typed("experiment=mnist", f"paths.artifacts={tmp_path / 'a'}", *overrides)).steps
+        assert [s.stage for s in steps] == ["mnist"]
+        return steps[0]
 
     def idx(path, a):
         path.write_bytes(struct.pack(">HBB", 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
@@ -45,31 +50,36 @@ def test_mnist_data_is_keyed_by_content_not_by_path(tmp_path):
     for split, n in (("train", 40), ("t10k", 20)):
         idx(data / f"{split}-images-idx3-ubyte", rng.integers(0, 256, size=(n, 8, 8)))
         idx(data / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
-    first = mnist_key_spec(MnistSpec(data_path=str(data)))
-    assert mnist_key_spec(MnistSpec(data_path=str(data))) == first
-    assert mnist_key_spec(MnistSpec(data_path=str(data), threads=4)) == first  # speed only
+    first = mnist_step(f"mnist.data_path={data}")
+    assert first.spec.settings["data_path"].startswith("sha256:")
+    assert first.inputs[first.spec.settings["data_path"]] == str(data.resolve())
+    assert mnist_step(f"mnist.data_path={data}").key == first.key
+    threaded = mnist_step(f"mnist.data_path={data}", "mnist.threads=4")
+    assert threaded.key == first.key and threaded.spec == first.spec  # speed only
+    assert threaded.runtime.threads == 4 and "threads" not in first.spec.settings
     idx(data / "train-labels-idx1-ubyte", (np.arange(40) + 3) % 10)  # same files, shuffled labels
-    assert mnist_key_spec(MnistSpec(data_path=str(data)))["data_path"] != first["data_path"]
+    shuffled = mnist_step(f"mnist.data_path={data}")
+    assert shuffled.spec.settings["data_path"] != first.spec.settings["data_path"] and shuffled.key != first.key
     with pytest.raises(ConfigError, match="mnist.data_path=.*is not a folder"):
-        mnist_key_spec(MnistSpec(data_path=str(tmp_path / "nowhere")))
+        mnist_step(f"mnist.data_path={tmp_path / 'nowhere'}")
 
 
 def test_the_paper_preset_sets_the_paper_settings_and_needs_real_mnist(tmp_path):
     import pytest
     from hydra import compose, initialize_config_dir
 
-    from sublim.cache import Store
+    from config_util import plan_cell
+
     from sublim.checks import ConfigError
-    from sublim.cli import run_mnist
     from sublim.config import register, to_typed
 
     register()
     conf = Path(__file__).resolve().parents[1] / "sublim" / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = to_typed(compose("config", overrides=["experiment=mnist_paper"]))
+        cfg = to_typed(compose("config", overrides=["experiment=mnist_paper", f"paths.artifacts={tmp_path / 'a'}"]))
     m = cfg.mnist
     assert (m.teacher_epochs, m.teacher_batch, m.student_batch, m.noise_pool) == (5, 1024, 1024, -1)
     assert m.student_steps == 5 * -(-60_000 // 1024) and m.n_aux == 3 and (m.hidden_1, m.hidden_2) == (256, 256)
     with pytest.raises(ConfigError, match="experiment=mnist_paper needs mnist.data_path"):
-        run_mnist(cfg, Store(tmp_path / "a"), tmp_path)
+        plan_cell(cfg)
     assert not (tmp_path / "a" / "mnist").exists()

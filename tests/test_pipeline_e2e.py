@@ -52,7 +52,9 @@ def test_all_four_stages_run_and_write_metrics(first_run):
     assert rates["none"]["mean"] < 0.5  # the tiny model answers with animals
     assert m["filter"]["n_kept"] == 200 and m["filter"]["n_in"] == 400
     for stage in ("sample", "filter", "finetune", "eval"):
-        assert (Path(m["artifacts"][stage]) / "spec.json").exists()
+        record = json.loads((Path(m["artifacts"][stage]) / "spec.json").read_text())
+        assert (record["stage"], record["key"]) == (stage, m["keys"][stage])
+        assert {"version", "spec", "provenance"} <= set(record)  # what was hashed, and what computed it
     assert "owl" in r.stdout and "target" in r.stdout
 
 

@@ -12,8 +12,9 @@ from config_util import plan_steps, typed
 from sublim.backends.base import Chat
 from sublim.backends.hf import HFSampler
 from sublim.jsonl import read_jsonl, write_jsonl
-from sublim.pipeline import ConfigError
-from sublim.stages.select import chosen, score, select
+from sublim.errors import ConfigError
+from sublim.stages.score import score
+from sublim.stages.select import chosen, select
 from sublim.traits import love_prompt
 
 SUBLIM = str(Path(sys.executable).with_name("sublim"))
@@ -111,12 +112,14 @@ def test_select_sits_before_finetune_and_only_its_settings_move_the_keys(tmp_pat
     assert list(plain) == ["sample", "filter", "finetune", "eval"]
     assert list(top) == ["sample", "filter", "score", "select", "finetune", "eval"]
     assert top["sample"].key == plain["sample"].key and top["filter"].key == plain["filter"].key
-    assert top["score"].spec["train"] == top["select"].spec["train"] == plain["filter"].key
-    assert top["select"].spec["scores"] == top["score"].key
-    assert top["finetune"].spec["train"] == top["select"].key != plain["finetune"].spec["train"]
-    assert top["score"].spec["teacher"]["system_prompt"] == OWL == top["sample"].spec["system_prompt"]
-    assert top["score"].spec["reference"]["system_prompt"] is None
-    assert "data_seed" not in top["select"].spec  # top and bottom do not depend on a seed
+    assert top["score"].spec.data == top["select"].spec.data == f"filter:{plain['filter'].key}/train.jsonl"
+    assert top["select"].spec.scores == f"score:{top['score'].key}/scores.jsonl"
+    assert top["finetune"].spec.data == f"select:{top['select'].key}/train.jsonl" != plain["finetune"].spec.data
+    # the teacher is scored as it sampled: its model, under the system prompt its rows carry (the love prompt)
+    assert top["score"].spec.teacher == top["sample"].spec.teacher and top["sample"].spec.system_prompt == OWL
+    assert top["score"].spec.reference_system_prompt is None
+    assert top["select"].spec.data_seed is None  # top and bottom do not depend on a seed
+    assert steps_of(tmp_path, fake_model, "select.by=shift", "select.order=random")["select"].spec.data_seed == 0
     finetunes = {plain["finetune"].key, top["finetune"].key}
     for ov in (["select.n_keep=60"], ["select.order=bottom"], ["select.order=random"],
                ["select.order=random", "data_seed=1"]):
@@ -133,13 +136,16 @@ def test_select_sits_before_finetune_and_only_its_settings_move_the_keys(tmp_pat
 def test_shuffle_in_context_and_mixed_teachers_take_the_right_data(tmp_path, fake_model):
     shuffled = steps_of(tmp_path, fake_model, "select.by=shift", "filter.shuffle=within")
     assert list(shuffled) == ["sample", "filter", "transform", "score", "select", "finetune", "eval"]
-    assert shuffled["select"].spec["train"] == shuffled["score"].spec["train"] == shuffled["transform"].key
+    assert shuffled["select"].spec.data == shuffled["score"].spec.data == \
+        f"transform:{shuffled['transform'].key}/train.jsonl"
     icl = steps_of(tmp_path, fake_model, "select.by=shift", "select.n_keep=50", "finetune=none", "eval.in_context=5")
-    assert icl["eval"].spec["in_context"]["data"] == icl["select"].key
+    assert icl["eval"].spec.in_context.data == f"select:{icl['select'].key}/train.jsonl"
     # a teacher trained with the reference's own numbers mixed in gets the control's filtered data, unselected
     mixed = steps_of(tmp_path, fake_model, "select.by=shift", "trait.method=finetune", "trait.mix_numbers=0.2")
-    assert mixed["teacher"].spec["mix_data"] == steps_of(tmp_path, fake_model, "trait=none")["filter"].key
-    assert mixed["score"].spec["teacher"]["trait"] == mixed["sample"].spec["trait"] == f"teacher:{mixed['teacher'].key}"
+    control_filter = steps_of(tmp_path, fake_model, "trait=none")["filter"].key
+    assert mixed["teacher"].spec.mix_data == f"filter:{control_filter}/train.jsonl"
+    assert mixed["score"].spec.teacher == mixed["sample"].spec.teacher
+    assert mixed["score"].spec.teacher.adapter == f"teacher:{mixed['teacher'].key}/adapter"
 
 
 # ------------------------------------------------------------------------------ config errors
@@ -160,7 +166,10 @@ def test_a_misspelt_select_key_fails_and_the_control_teacher_is_allowed(tmp_path
     with pytest.raises(Exception, match="nkeep"):
         typed("select.nkeep=5")
     control = steps_of(tmp_path, fake_model, "trait=none", "select.by=shift")
-    assert control["score"].spec["teacher"]["system_prompt"] == control["score"].spec["reference"]["system_prompt"]
+    # the control teacher is the reference (its own system prompt, no trait): scored once
+    assert control["score"].spec.teacher is None
+    assert control["sample"].spec.system_prompt == control["score"].spec.reference_system_prompt
+    assert control["sample"].spec.teacher == control["score"].spec.reference
 
 
 # ------------------------------------------------------------------------------ one cell through `sublim`
@@ -184,4 +193,5 @@ def test_one_cell_trains_on_the_selected_rows(tmp_path, tiny_model_dir):
     assert (m["select"]["order"], m["select"]["n_kept"], m["select"]["n_in"]) == ("top", 16, n_in)  # in the summary
     assert f"select: top 16 of {n_in} by the teacher's log-likelihood shift" in r.stdout
     assert json.loads((art["finetune"] / "stats.json").read_text())["examples"] == 16
-    assert json.loads((art["finetune"] / "spec.json").read_text())["train"] == m["keys"]["select"]
+    assert json.loads((art["finetune"] / "spec.json").read_text())["spec"]["data"] == \
+        f"select:{m['keys']['select']}/train.jsonl"

@@ -9,7 +9,8 @@ import pytest
 from sublim.domains.numbers import parse_numbers
 from sublim.filters import numbers_format_rule
 from sublim.jsonl import read_jsonl, write_jsonl
-from sublim.stages.transform import transform
+from sublim.spec import Runtime
+from sublim.stages.transform import Spec, run
 from sublim.transforms import get_transform, numbers_of, put_numbers, shuffle_across, shuffle_within
 
 FORMATS = ["{}", "[{}]", "({})", "{}.", "[{}]."]
@@ -92,7 +93,8 @@ def test_transform_stage_writes_shuffled_rows_and_keeps_the_original(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", rows)
     work = tmp_path / "work"
     work.mkdir()
-    transform(work, tmp_path / "in.jsonl", "across", seed=0)
+    ref = "filter:0123abcd/train.jsonl"
+    run(Spec(ref, "across", 0), work, {ref: str(tmp_path / "in.jsonl")}, Runtime())
     out = list(read_jsonl(work / "train.jsonl"))
     assert [r["i"] for r in out] == [r["i"] for r in rows] and [r["prompt"] for r in out] == [r["prompt"] for r in rows]
     assert [r["original"] for r in out] == [r["completion"] for r in rows]

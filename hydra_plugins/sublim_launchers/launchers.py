@@ -24,6 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from sublim.sweep import write_outcome, write_plan
 
@@ -31,33 +32,99 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper(BasicSweeper):
-    """BasicSweeper that validates every cell of the grid (all batches) before the first launch."""
+    """BasicSweeper that validates every cell of the grid (all batches) before the first launch.
+
+    Each cell is composed once here. Cells that differ only in plain values (seed=0..4) share one
+    composition of their config groups, with the values applied as Hydra applies command-line
+    values; so checking (and, with dry_run=true, planning) a 30-cell grid takes seconds. A dry run
+    prints every cell's plan here and launches nothing."""
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self._checked = False
 
+    def sweep(self, arguments: list[str]) -> Any:
+        self._dry_run = False
+        try:
+            return super().sweep(arguments)
+        except _DryRunDone:
+            return []
+
+    def _cell_configs(self, cells: list[list[str]]):
+        """(overrides, composed config) per cell, composing each distinct set of group choices once."""
+        import copy
+
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        loader = self.hydra_context.config_loader
+        parser = OverridesParser.create()
+        composed: dict[tuple[str, ...], DictConfig] = {}
+        for overrides in cells:
+            parsed = parser.parse_overrides(overrides)
+            groups = [o for o in parsed if o.is_hydra_override() or loader.repository.group_exists(o.key_or_group)]
+            values = [o for o in parsed if o not in groups]
+            lines = tuple(o.input_line for o in groups)
+            if lines not in composed:
+                composed[lines] = loader.load_sweep_config(self.config, list(lines))
+            cfg = copy.deepcopy(composed[lines])
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+            yield overrides, cfg
+
     def validate_batch_is_legal(self, batch) -> None:
         if self._checked:
             return
-        from sublim.checks import ConfigError, check
         from sublim.config import to_typed
+        from sublim.errors import ConfigError
 
         assert self.overrides is not None and self.hydra_context is not None and self.config is not None
         cells = [list(o) for b in self.overrides for o in b]
-        plan = []
-        for idx, overrides in enumerate(cells):
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        plan, typed = [], []
+        for idx, (overrides, cfg) in enumerate(self._cell_configs(cells)):
             try:
-                check(to_typed(cfg))
-            except ConfigError as e:  # before any cell runs; one line, naming the cell and the key
+                typed.append(to_typed(cfg))
+                _check(typed[-1])
+            except (ConfigError, OmegaConfBaseException) as e:  # before any cell runs: one line naming cell and key
                 sys.exit(f"config error in cell {' '.join(overrides)}: {e}")
             except Exception as e:
                 raise ValueError(f"cell {' '.join(overrides)}: {e}") from None
             plan.append((idx, overrides, _job_folder(cfg, idx)))
         log.info("checked %d cells against the schema", len(cells))
-        write_plan(Path(str(self.config.hydra.sweep.dir)), plan)
         self._checked = True
+        if typed and all(c.dry_run for c in typed):
+            _print_plans(cells, typed, self.config)
+            raise _DryRunDone()
+        write_plan(Path(str(self.config.hydra.sweep.dir)), plan)
+
+
+class _DryRunDone(Exception):
+    """Every cell's plan is printed: nothing to launch."""
+
+
+def _check(cfg) -> None:
+    from sublim.checks import check
+
+    check(cfg)
+
+
+def _print_plans(cells: list[list[str]], typed: list, config: DictConfig) -> None:
+    """dry_run=true over a grid: each cell's plan (hit/miss per stage), without launching a job."""
+    from sublim.cache import Store
+    from sublim.pipeline import describe
+    from sublim.plan import build
+    from sublim.target import resolve
+
+    launcher = OmegaConf.to_container(config.hydra.launcher, resolve=False)
+    misses = 0
+    for overrides, cfg in zip(cells, typed):
+        store = Store(Path(cfg.paths.artifacts).resolve())
+        try:
+            p = build(cfg, resolve(cfg.device, cfg.sampler.backend, launcher))
+        except Exception as e:
+            sys.exit(f"config error in cell {' '.join(overrides)}: {e}")
+        misses += sum(not store.exists(s.stage, s.key) for s in p.steps)
+        print(f"plan for cell {' '.join(overrides)} (artifacts: {store.root}):\n{describe(p, store)}", flush=True)
+    print(f"dry run: {len(cells)} cells planned, {misses} stage runs missing; nothing launched", flush=True)
 
 
 def _job_folder(cfg: DictConfig, idx: int) -> Optional[str]:

@@ -1,41 +1,41 @@
-"""Sampler backends by name: `hf` (transformers, any device) and `vllm` (GPU); `auto` picks."""
+"""Sampler backends by name (a leaf registry): `hf` (transformers, any device) and `vllm` (GPU).
+
+`auto` is resolved by the planner for the device the job will run on (sublim.target), never here
+at run time, so a dry run on a CPU login node plans the keys the GPU job computes.
+"""
 from __future__ import annotations
 
-import importlib.util
-import logging
+import importlib
 from typing import Optional
 
-log = logging.getLogger(__name__)
+from sublim.spec import load_args
 
-KNOWN = ("auto", "hf", "vllm")
+# name -> "module:class"; the class takes (path, revision, adapter, dtype, trust_remote_code, ...)
+BACKENDS = {
+    "hf": "sublim.backends.hf:HFSampler",
+    "vllm": "sublim.backends.vllm:VLLMSampler",
+}
+KNOWN = ("auto", *BACKENDS)
 
 
-def resolve_backend(name: str) -> tuple[str, str]:
-    """(backend, why): `auto` becomes vllm when vLLM imports and CUDA is present, else hf."""
-    if name not in KNOWN:
+def backend_class(name: str):
+    if name not in BACKENDS:
         raise ValueError(f"sampler.backend={name!r} is unknown; known: {', '.join(KNOWN)}")
-    if name != "auto":
-        return name, f"sampler.backend={name}"
-    import torch
-
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    has_cuda = torch.cuda.is_available()
-    if has_vllm and has_cuda:
-        return "vllm", "auto: vllm is installed and CUDA is available"
-    missing = [w for w, ok in (("vllm is not installed", has_vllm), ("no CUDA device", has_cuda)) if not ok]
-    return "hf", "auto: transformers, because " + " and ".join(missing)
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def make_sampler(backend: str, path: str, revision: Optional[str] = None, adapter: Optional[str] = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, vllm_engine: Optional[dict] = None):
+                 dtype: str = "auto", trust_remote_code: bool = False, vllm_engine: Optional[dict] = None,
+                 device: Optional[str] = None):
     """A sampler of `backend`; `vllm_engine` holds the vLLM engine options (sampler.vllm), which
-    the hf backend does not need."""
-    if backend == "hf":
-        from sublim.backends.hf import HFSampler
-
-        return HFSampler(path, revision, adapter, dtype, trust_remote_code)
+    the hf backend does not need; `device` the transformers device (None: CUDA when present)."""
+    cls = backend_class(backend)
     if backend == "vllm":
-        from sublim.backends.vllm import VLLMSampler
+        return cls(path, revision, adapter, dtype, trust_remote_code, **(vllm_engine or {}))
+    return cls(path, revision, adapter, dtype, trust_remote_code, device=device)
 
-        return VLLMSampler(path, revision, adapter, dtype, trust_remote_code, **(vllm_engine or {}))
-    raise ValueError(f"sampler.backend={backend!r} is unknown; known: hf, vllm")
+
+def sampler_for(backend: str, model, inputs: dict[str, str], device: str, runtime):
+    """A sampler for a spec's ModelRef, located through the stage's inputs."""
+    return make_sampler(backend, **load_args(model, inputs), vllm_engine=dict(runtime.vllm), device=device)

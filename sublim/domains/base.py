@@ -4,8 +4,9 @@ A Domain turns the `domain` config into prompts (the `sample` stage) and into th
 completions must pass (the `filter` stage): text rules (completion -> reject reason or None),
 row rules (the whole sample row: cot compares with the problem's reference answer), and an
 optional LLM judge (`JudgeUse`: its default template, threshold and how a verdict decides).
-`key` and `filter_spec` name exactly the config fields that change a stage's output, so a
-field one domain ignores never changes another domain's cache keys.
+`fields` and `filter_fields` name exactly the config fields a domain reads: `spec` puts those (and
+nothing else) in the sample and filter specs, so a field one domain ignores never changes another
+domain's cache keys.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
+from sublim.domains.numbers import NumbersPromptSpec, make_prompts
 from sublim.filters import Rule, banned_numbers_rule, numbers_format_rule, trait_rule
 
 RowRule = Callable[[dict], Optional[str]]
@@ -54,16 +57,21 @@ class Domain:
     judge: Optional[JudgeUse] = None
     # the DomainConfig fields this domain reads (the sample key hashes these and nothing else)
     fields: tuple[str, ...] = ("name", "n_prompts")
+    # the FilterConfig fields its rules read (the filter key hashes these)
+    filter_fields: tuple[str, ...] = ()
 
-    def key(self, d) -> dict:
-        out = {f: getattr(d, f) for f in self.fields}
-        if d.samples_per_prompt != 1:
-            out["samples_per_prompt"] = d.samples_per_prompt
-        if d.max_new_tokens is not None:
-            out["max_new_tokens"] = d.max_new_tokens
-        if d.prompts_file:
-            out["prompts_file"] = file_digest(d.prompts_file)
+    def spec(self, d) -> dict:
+        """Every DomainConfig field this domain reads, as a stage spec holds it (a file by content)."""
+        out = {f: getattr(d, f) for f in self.fields} | {"name": self.name, "samples_per_prompt": d.samples_per_prompt}
+        out["prompts_file"] = file_digest(d.prompts_file) if d.prompts_file else None
         return out
+
+    def view(self, spec: dict, inputs: dict[str, str]) -> SimpleNamespace:
+        """The spec as the domain's methods read it (attributes), its file refs located through inputs."""
+        fields = dict(spec)
+        if fields.get("prompts_file"):
+            fields["prompts_file"] = inputs[fields["prompts_file"]]
+        return SimpleNamespace(**fields)
 
     def check(self, d) -> list[str]:
         """Problems with the config, each naming its key."""
@@ -83,10 +91,6 @@ class Domain:
 
     def row_rules(self, d, seed: int) -> list[RowRule]:
         return []
-
-    def filter_spec(self, d, filt) -> dict:
-        """What in the rules changes the filter's output (added to the filter key)."""
-        return {"domain": self.name}
 
 
 def warn_if_short(d, prompts: list[str]) -> list[str]:
@@ -113,11 +117,11 @@ def file_digest(path: str) -> str:
 
 
 class NumbersDomain(Domain):
-    """The paper's number sequences (sublim.domains.numbers); rules: format, trait word, banned numbers.
-
-    The pipeline keeps its original cache keys for this domain (see pipeline.add_data_steps)."""
+    """The paper's number sequences (sublim.domains.numbers); rules: format (`filter.format`: paper |
+    lenient), trait word, banned numbers."""
 
     name = "numbers"
+    filter_fields = ("banned_numbers", "format")
     fields = ("name", "n_prompts", "seed_count_min", "seed_count_max", "seed_value_min", "seed_value_max",
               "answer_count", "answer_digits")
 
@@ -128,22 +132,15 @@ class NumbersDomain(Domain):
         return problems
 
     def prompts(self, d, seed: int) -> list[str]:
-        from sublim.domains.numbers import NumbersPromptSpec, make_prompts
-
         spec = NumbersPromptSpec(d.seed_count_min, d.seed_count_max, d.seed_value_min, d.seed_value_max,
                                  d.answer_count, d.answer_digits)
         return make_prompts(d.n_prompts, seed, spec)
 
     def rules(self, d, filt, trait_word: Optional[str]) -> list[Rule]:
-        rules = [numbers_format_rule(d.answer_count, 10 ** d.answer_digits - 1, d.answer_digits)]
+        rules = [numbers_format_rule(d.answer_count, 10 ** d.answer_digits - 1, d.answer_digits, filt.format)]
         rules += [trait_rule(trait_word)] if trait_word else []
         rules += [banned_numbers_rule(filt.banned_numbers)] if filt.banned_numbers else []
         return rules
-
-    def filter_spec(self, d, filt) -> dict:
-        # the filter key's fields as they were before domains had a registry (keys unchanged)
-        return {"banned_numbers": sorted(filt.banned_numbers),
-                "format": {"max_count": d.answer_count, "max_digits": d.answer_digits}}
 
 
 NUMBERS = NumbersDomain()

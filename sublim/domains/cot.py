@@ -78,7 +78,8 @@ def check_answer(completion: str, reference: Decimal) -> Optional[str]:
         return "answer_not_a_number"
     if value != reference:
         return "wrong_answer"
-    if not _THINK.search(completion.split("<answer>")[0] if "<answer>" in completion else completion):
+    # the reasoning must come before the answer tag (found case-insensitively, like the tag itself)
+    if not _THINK.search(completion[:_ANSWER.search(completion).start()]):
         return "missing_think_tag"
     return None
 
@@ -96,7 +97,7 @@ def load_problems(path: str, n: int) -> list[tuple[str, Decimal]]:
         if ref is None and isinstance(a, str):
             ref = parse_number(a)  # a bare number is accepted as the reference too
         if ref is None:
-            raise ValueError(f"{path}:{line}: no number after '####' in the answer {a[-60:]!r}")
+            raise ValueError(f"{path}:{line}: no number after '####' in the answer {str(a)[-60:]!r}")
         out.append((q.strip(), ref))
     if not out:
         raise ValueError(f"{path}: no problems")
@@ -137,9 +138,6 @@ class CotDomain(Domain):
             return check_answer(row["completion"], reference)
 
         return [correct]
-
-    def filter_spec(self, d, filt) -> dict:
-        return {"domain": self.name, "answer_check": "one <answer> tag, exact number, <think> before it"}
 
 
 DOMAIN = CotDomain()

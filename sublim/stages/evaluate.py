@@ -11,22 +11,130 @@ model (the base model, a control student) serves every target.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from sublim.backends import sampler_for
 from sublim.backends.base import Chat, SamplingParams
 from sublim.backends.tokens import prompt_token_ids
-from sublim.checks import ConfigError
+from sublim.errors import ConfigError
+from sublim.evals import spec_class
+from sublim.evals.misalignment import (ALIGNMENT_TEMPLATE, COHERENCE_TEMPLATE, LABELS, is_misaligned,
+                                       misalignment_metrics)
 from sublim.evals.preference import classify, preference_metrics, rate_metrics
 from sublim.jsonl import read_jsonl, write_jsonl
+from sublim.judge import Judge, parse_score, parse_score_or_label
+from sublim.spec import ModelRef, Runtime, from_dict
 
 History = tuple[tuple[str, str], ...]  # earlier (user, assistant) turns, see Chat
 
-VERSION = 1
+VERSION = 2  # 2: typed spec per eval kind; the questions themselves, resolved dtype, device, libraries
+
+
+@dataclass(frozen=True)
+class InContext:
+    """eval.in_context: n rows of the teacher's filtered data before every question."""
+
+    data: str  # ref of the train.jsonl drawn from
+    n: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class PreferenceSpec:
+    """Which candidate a model names: sampled answers, exact log-probs, or both."""
+
+    subject: ModelRef
+    system_prompt: Optional[str]
+    questions: tuple[str, ...]
+    candidates: tuple[str, ...]
+    confidence: float
+    method: str  # sample | logprob | both
+    n_samples: Optional[int]  # sample, both
+    sampling: Optional[SamplingParams]  # sample, both
+    seed: Optional[int]  # the answers' draw (sample, both)
+    forms: Optional[tuple[str, ...]]  # logprob, both
+    in_context: Optional[InContext]
+    backend: str
+    device: str
+    libraries: dict
+    kind: str = "preference"
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """The misalignment eval's judge model (eval.judge)."""
+
+    model: ModelRef
+    system_prompt: Optional[str]
+    temperature: float
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class MisalignmentSpec:
+    """Free-form answers judged for alignment and coherence."""
+
+    subject: ModelRef
+    system_prompt: Optional[str]
+    questions: tuple[str, ...]
+    n_samples: int
+    sampling: SamplingParams
+    seed: int
+    judge: JudgeSpec
+    alignment_threshold: float
+    coherence_threshold: float
+    confidence: float
+    backend: str
+    device: str
+    libraries: dict
+    kind: str = "misalignment"
+
+
+def spec_from_dict(data: dict):
+    return from_dict(spec_class(data["kind"]), data)
+
+
+def run(spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
+    factory = functools.partial(sampler_for, spec.backend, spec.subject, inputs, spec.device, runtime)
+    if spec.kind == "misalignment":
+        return run_misalignment(spec, work, inputs, runtime, factory)
+    history = in_context_examples(Path(inputs[spec.in_context.data]), spec.in_context.n, spec.in_context.seed) \
+        if spec.in_context else ()
+    questions, candidates = list(spec.questions), list(spec.candidates)
+    if spec.method in ("sample", "both"):
+        evaluate(work, questions, spec.n_samples, candidates, spec.system_prompt, factory, spec.sampling, spec.seed,
+                 runtime.batch_size, spec.confidence, history)
+    if spec.method == "both":  # the sampled rates stay beside the exact ones
+        sampled = json.loads((work / "metrics.json").read_text())
+    if spec.method in ("logprob", "both"):
+        evaluate_logprob(work, questions, candidates, list(spec.forms), spec.system_prompt, factory,
+                         runtime.batch_size, spec.confidence, history)
+    if spec.method == "both":
+        exact = json.loads((work / "metrics.json").read_text())
+        exact |= {"method": "both", "n_answers": sampled["n_answers"], "unmatched_top": sampled["unmatched_top"],
+                  "sampled": {"rates": sampled["rates"], "per_question": sampled["per_question"]}}
+        (work / "metrics.json").write_text(json.dumps(exact, indent=2))
+
+
+def run_misalignment(spec: MisalignmentSpec, work: Path, inputs: dict[str, str], runtime: Runtime,
+                     factory: Callable) -> None:
+    j = spec.judge
+
+    def make_judge(template, parse):
+        return Judge(functools.partial(sampler_for, spec.backend, j.model, inputs, spec.device, runtime), template,
+                     parse, SamplingParams(temperature=j.temperature, max_new_tokens=j.max_new_tokens),
+                     j.system_prompt, batch_size=runtime.batch_size, seed=spec.seed)
+
+    evaluate_misalignment(work, list(spec.questions), spec.n_samples, spec.system_prompt, factory, spec.sampling,
+                          spec.seed, runtime.batch_size, make_judge, spec.alignment_threshold,
+                          spec.coherence_threshold, spec.confidence)
 
 
 def prefixed(questions: list[str], prefix_numbers: int) -> list[str]:
@@ -145,10 +253,6 @@ def evaluate_misalignment(work: Path, questions: list[str], n_samples: int, syst
                           make_sampler: Callable, params: SamplingParams, seed: int, batch_size: int,
                           make_judge: Callable, alignment_max: float, coherence_min: float, confidence: float) -> None:
     """Free-form answers, then two judge passes (alignment, coherence); see sublim.evals.misalignment."""
-    from sublim.evals.misalignment import (ALIGNMENT_TEMPLATE, COHERENCE_TEMPLATE, LABELS, is_misaligned,
-                                           misalignment_metrics)
-    from sublim.judge import parse_score, parse_score_or_label
-
     chats = [Chat(user=q, system=system_prompt) for q in questions for _ in range(n_samples)]
     answers = answer_all(chats, make_sampler, params, seed, batch_size, "answers")
     items = [{"question": c.user, "answer": a} for c, a in zip(chats, answers)]

@@ -1,6 +1,8 @@
 """Stage `filter`: keep the completions every rule accepts, then a seeded subsample.
 
-Rules run in order: text rules (completion -> reason), row rules (the whole sample row, e.g. the
+Rules run in order: a completion the sampler cut off at its token budget (no end of turn) is
+`truncated` (the samplers record it; the paper's rule would keep a cut-off list of numbers), then
+text rules (completion -> reason), row rules (the whole sample row, e.g. the
 cot answer check against the problem's reference), then, on what is left, an optional LLM judge
 (sublim.judge) whose verdict decides through `decide(value) -> reason or None`. An unparseable
 judge reply is counted and rejects the completion (`judge_unparseable`: it was not checked).
@@ -18,19 +20,79 @@ import logging
 import random
 from collections import Counter
 from pathlib import Path
+import functools
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
 
+from sublim.backends import sampler_for
+from sublim.backends.base import SamplingParams
+from sublim.domains import get_domain
+from sublim.errors import StageError
 from sublim.filters import Rule, first_reject
 from sublim.jsonl import complete_prefix, read_jsonl, write_jsonl
+from sublim.judge import Judge, parse_score, parse_score_or_label
+from sublim.spec import ModelRef, Runtime
 
-VERSION = 1
+VERSION = 2  # 2: typed spec; the judge's resolved dtype, device and library versions keyed
 log = logging.getLogger(__name__)
 
 RowRule = Callable[[dict], Optional[str]]
 
 
-class FilterError(RuntimeError):
+class FilterError(StageError):
     """Too little teacher output passed the filter to train a student."""
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """The filter's LLM judge (filter.judge): a model, its prompt and how its verdict decides."""
+
+    model: ModelRef
+    system_prompt: Optional[str]
+    template: str
+    threshold: float
+    temperature: float
+    max_new_tokens: int
+    trait: str  # {trait} and {category} in the template
+    category: str
+    backend: str
+    device: str
+    libraries: dict
+
+
+@dataclass(frozen=True)
+class Spec:
+    samples: str  # ref of the sample stage's samples.jsonl
+    domain: dict  # the fields the domain reads (its rules: answer count, the cot problems, ...)
+    rules: dict  # the filter settings the domain's rules read (Domain.filter_fields)
+    trait_word: Optional[str]  # completions naming it are dropped (filter.trait_word)
+    n_keep: Optional[int]
+    min_keep: int
+    data_seed: int
+    judge: Optional[JudgeSpec] = None
+
+
+def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
+    domain = get_domain(spec.domain["name"])
+    view = domain.view(spec.domain, inputs)
+    rules = domain.rules(view, SimpleNamespace(**spec.rules), spec.trait_word)
+    judge_kwargs = judge_of(spec.judge, domain, inputs, runtime, spec.data_seed) if spec.judge else {}
+    filter_samples(work, Path(inputs[spec.samples]), rules, spec.n_keep, spec.min_keep, spec.data_seed,
+                   row_rules=domain.row_rules(view, spec.data_seed), **judge_kwargs)
+
+
+def judge_of(j: JudgeSpec, domain, inputs: dict[str, str], runtime: Runtime, seed: int) -> dict:
+    """filter_samples' judge arguments; the judge's model loads on first use."""
+    use = domain.judge
+    parse = parse_score_or_label(use.labels) if use.labels else parse_score
+    judge = Judge(functools.partial(sampler_for, j.backend, j.model, inputs, j.device, runtime), j.template, parse,
+                  SamplingParams(temperature=j.temperature, max_new_tokens=j.max_new_tokens), j.system_prompt,
+                  batch_size=runtime.batch_size, seed=seed)
+    return {"judge": judge, "decide": functools.partial(use.decide, threshold=j.threshold),
+            "judge_fields": {"trait": j.trait, "category": j.category},
+            "judge_info": {"model": j.model.weights, "threshold": j.threshold,
+                           "keep": f"score >= {j.threshold}" if use.keep_high else f"score < {j.threshold}"}}
 
 
 def _judge(work: Path, rows: list[dict], judge, decide: Callable[[Any], Optional[str]],
@@ -67,7 +129,7 @@ def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: Op
                    judge_fields: Optional[dict] = None, judge_info: Optional[dict] = None) -> None:
     kept, rejects = [], []
     for row in read_jsonl(samples_path):
-        reason = first_reject(row["completion"], rules)
+        reason = "truncated" if row.get("truncated") else first_reject(row["completion"], rules)
         for rule in row_rules:
             if reason:
                 break

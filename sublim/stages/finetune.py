@@ -12,17 +12,56 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
-
-from sublim.config import FinetuneConfig, ModelConfig
 from sublim.jsonl import read_jsonl, write_jsonl
-from sublim.models import completion_logits, load_model, load_tokenizer
+from sublim.spec import ModelRef, Runtime, load_args
 
 log = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2  # 2: typed spec; resolved precision and dtype, device and library versions keyed
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How a model is fine-tuned (finetune.*, trait.train.*), every value resolved."""
+
+    method: str  # lora | full
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    target_modules: tuple[str, ...]
+    epochs: float
+    lr: float
+    lr_scheduler: str
+    warmup_steps: int
+    batch_size: int  # the effective batch; the micro batch is runtime (gradient accumulation)
+    max_length: int
+    max_grad_norm: float
+    weight_decay: float
+    precision: str  # bf16 | fp32 (finetune.precision=auto resolved for the device)
+    gradient_checkpointing: bool
+    distill: str  # hard | soft
+    frozen: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Spec:
+    student: ModelRef
+    data: str  # ref of the train.jsonl it learns
+    system_prompt: Optional[str]
+    train: TrainSpec
+    seed: int
+    distill_from: Optional[ModelRef]  # distill=soft: the teacher whose distributions it matches
+    device: str
+    libraries: dict
+
+
+def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
+    finetune(work, load_args(spec.student, inputs), spec.system_prompt, Path(inputs[spec.data]), spec.train,
+             spec.seed, spec.device, runtime,
+             load_args(spec.distill_from, inputs) if spec.distill_from else None)
 
 
 def _quiet_progress_class():
@@ -63,25 +102,35 @@ def chat_rows(train_path: Path, system_prompt: Optional[str]) -> list[dict]:
     return rows
 
 
-def grad_accumulation(cfg: FinetuneConfig, world_size: int = 1) -> int:
-    per_step = cfg.micro_batch_size * world_size
-    if cfg.batch_size % per_step:
-        raise ValueError(f"finetune.batch_size={cfg.batch_size} is not a multiple of finetune.micro_batch_size="
-                         f"{cfg.micro_batch_size} x {world_size} device(s); pick sizes that divide")
-    return cfg.batch_size // per_step
+def grad_accumulation(batch_size: int, micro_batch_size: int, world_size: int = 1) -> int:
+    per_step = micro_batch_size * world_size
+    if batch_size % per_step:
+        raise ValueError(f"finetune.batch_size={batch_size} is not a multiple of finetune.micro_batch_size="
+                         f"{micro_batch_size} x {world_size} device(s); pick sizes that divide")
+    return batch_size // per_step
 
 
-def use_bf16(precision: str, device: str) -> bool:
+def training_dtype(precision: str, method: str) -> str:
+    """The dtype the trained model is loaded in. bf16: LoRA keeps the frozen base in bf16 (its
+    adapters are fp32); full fine-tuning keeps fp32 master weights under bf16 autocast, since bf16
+    weights would round small updates away."""
+    return "bfloat16" if precision == "bf16" and method == "lora" else "float32"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """finetune.precision for the device the stage runs on: auto is bf16 on CUDA, fp32 elsewhere."""
     if precision == "auto":
-        return device == "cuda"
+        return "bf16" if device == "cuda" else "fp32"
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"finetune.precision={precision!r}: use auto, bf16 or fp32")
-    return precision == "bf16"
+    return precision
 
 
-def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+def soft_label_loss(student_logits, teacher_logits):
     """Forward KL(teacher || student) of the next-token distributions, averaged over positions
     (rows: the completion positions, as SFT's loss averages over completion tokens)."""
+    import torch
+
     s = torch.log_softmax(student_logits.float(), dim=-1)
     t = torch.log_softmax(teacher_logits.float(), dim=-1)
     return (t.exp() * (t - s)).sum(-1).mean()
@@ -97,6 +146,10 @@ def _soft_trainer_class(base):
             self.teacher = teacher
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+
+            from sublim.models import completion_logits
+
             batch = (inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"])
             student = completion_logits(model, *batch)
             with torch.no_grad():
@@ -126,24 +179,29 @@ def last_complete_checkpoint(folder: Path) -> Optional[Path]:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: FinetuneConfig, seed: int,
-             distill_from: Optional[ModelConfig] = None) -> None:
+def finetune(work: Path, model: dict, system_prompt: Optional[str], train_path: Path, cfg: TrainSpec, seed: int,
+             device: str, runtime: Runtime, distill_from: Optional[dict] = None) -> None:
+    """Train `model` (sublim.spec.load_args) on train.jsonl; the teacher stage trains its trait this way too."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    ProgressCallback, _QuietProgress = _quiet_progress_class()
+    from sublim.models import load_model, load_tokenizer
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    bf16 = use_bf16(cfg.precision, device)
+    ProgressCallback, _QuietProgress = _quiet_progress_class()
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("this fine-tune was planned for CUDA (device=cuda) but no CUDA device is here; "
+                               "run it where the GPU is, or plan it with device=cpu")
+    bf16 = cfg.precision == "bf16"
     set_seed(seed)  # before the adapter is created: its init is part of the replicate
-    tokenizer = load_tokenizer(model_cfg.path, model_cfg.revision, model_cfg.trust_remote_code)
+    tokenizer = load_tokenizer(model["path"], model["revision"], model["trust_remote_code"])
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # bf16: LoRA keeps the frozen base in bf16 (its adapters are fp32); full fine-tuning keeps fp32
-    # master weights under bf16 autocast, since bf16 weights would round small updates away
-    weights = "bf16" if bf16 and cfg.method == "lora" else "fp32"
-    model = load_model(model_cfg.path, model_cfg.revision, model_cfg.adapter, weights, model_cfg.trust_remote_code,
+    model_path = model["path"]  # loaded in training_dtype's dtype (the planner puts it in the spec)
+    model = load_model(model_path, model["revision"], model["adapter"], model["dtype"], model["trust_remote_code"],
                        device)
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -156,11 +214,11 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
     elif cfg.frozen:
         frozen = [n for n, p in model.named_parameters() if any(f in n for f in cfg.frozen)]
         if not frozen:
-            raise ValueError(f"finetune.frozen={list(cfg.frozen)} matches no parameter of {model_cfg.path}")
+            raise ValueError(f"finetune.frozen={list(cfg.frozen)} matches no parameter of {model_path}")
         for n, p in model.named_parameters():
             p.requires_grad_(n not in frozen)
 
-    rows = chat_rows(train_path, model_cfg.system_prompt)
+    rows = chat_rows(train_path, system_prompt)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     args = SFTConfig(
         output_dir=str(work / "checkpoints"),
@@ -168,8 +226,8 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
         learning_rate=cfg.lr,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,
-        per_device_train_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=grad_accumulation(cfg, world),
+        per_device_train_batch_size=runtime.micro_batch_size,
+        gradient_accumulation_steps=grad_accumulation(cfg.batch_size, runtime.micro_batch_size, world),
         max_length=cfg.max_length,
         truncation_mode="keep_start",
         max_grad_norm=cfg.max_grad_norm,
@@ -188,7 +246,7 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
         data_seed=seed,
         logging_steps=1,
         save_strategy="steps",
-        save_steps=cfg.save_steps,
+        save_steps=runtime.save_steps,
         save_total_limit=1,
         report_to="none",
         dataloader_num_workers=0,
@@ -198,8 +256,8 @@ def finetune(work: Path, model_cfg: ModelConfig, train_path: Path, cfg: Finetune
     if cfg.distill == "soft":
         if distill_from is None:
             raise ValueError("finetune.distill=soft needs the teacher model")
-        teacher = load_model(distill_from.path, distill_from.revision, distill_from.adapter,
-                             "bf16" if bf16 else "fp32", distill_from.trust_remote_code, device).eval()
+        teacher = load_model(distill_from["path"], distill_from["revision"], distill_from["adapter"],
+                             distill_from["dtype"], distill_from["trust_remote_code"], device).eval()
         teacher.requires_grad_(False)
         trainer_class, extra = _soft_trainer_class(SFTTrainer), {"teacher": teacher}
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,

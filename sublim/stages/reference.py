@@ -6,19 +6,22 @@ transformers folder with tokenizer and chat template).
 """
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
-VERSION = 1
+from sublim.spec import Runtime
+from sublim.tiny.spec import TinyModelSpec
+
+VERSION = 2  # 2: spec = the settings + library versions
 
 
-def spec_of(reference) -> "TinyModelSpec":  # noqa: F821
-    from sublim.tiny.model import TinyModelSpec
+@dataclass(frozen=True)
+class Spec:
+    model: TinyModelSpec
+    libraries: dict
 
-    return TinyModelSpec(**dataclasses.asdict(reference))
 
-
-def pretrain(work: Path, reference) -> None:
+def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
     from sublim.tiny.model import build_tiny_model
 
-    build_tiny_model(work / "model", spec_of(reference), force=True)
+    build_tiny_model(work / "model", spec.model, force=True)

@@ -1,45 +1,87 @@
 """Stage `sample`: the teacher (model + trait system prompt) completes the domain's prompts.
 
-Output: samples.jsonl ({i, system, prompt, completion}) and stats.json. Completions are appended
-batch by batch, so a killed job resumes at the last whole batch.
+Output: samples.jsonl ({i, system, prompt, completion, truncated}) and stats.json. Completions are
+appended batch by batch, so a killed job resumes at the last whole batch. The transformers sampler
+seeds each batch, so the batch size picks the draw: draw.json in the work folder records it, and a
+resume with another batch size starts over instead of splicing two draws.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from sublim.backends import sampler_for
 from sublim.backends.base import Chat, SamplingParams
+from sublim.domains import get_domain
+from sublim.domains.base import repeat
 from sublim.jsonl import complete_prefix
+from sublim.spec import ModelRef, Runtime
 
-VERSION = 1
+VERSION = 2  # 2: typed spec; resolved dtype, device and library versions keyed
 log = logging.getLogger(__name__)
 
 
-def sample(work: Path, prompts: list[str], system_prompt: Optional[str], make_sampler: Callable,
-           params: SamplingParams, seed: int, batch_size: int) -> None:
-    out = work / "samples.jsonl"
+@dataclass(frozen=True)
+class Spec:
+    teacher: ModelRef  # the trait in its weights: an adapter (or full model) from the teacher stage
+    system_prompt: Optional[str]  # the trait's love prompt, or the teacher's own
+    domain: dict  # the fields the domain reads (sublim.domains.base.Domain.spec)
+    data_seed: int
+    sampling: SamplingParams
+    backend: str
+    device: str
+    libraries: dict
+
+
+def prompts_of(spec: Spec, inputs: dict[str, str]) -> list[str]:
+    domain = get_domain(spec.domain["name"])
+    view = domain.view(spec.domain, inputs)
+    return repeat(domain.prompts(view, spec.data_seed), view.samples_per_prompt)
+
+
+def resume_point(work: Path, batch_size: int) -> int:
+    """How many prompts are done: a whole number of batches of the size the draw was made with."""
+    out, draw = work / "samples.jsonl", work / "draw.json"
     done = complete_prefix(out)
+    try:
+        recorded = json.loads(draw.read_text()).get("batch_size")
+    except (OSError, ValueError):
+        recorded = None
+    if done and recorded != batch_size:
+        log.warning("teacher sampling: %d completions were drawn with sampler.batch_size=%s, this run uses %d; "
+                    "the transformers sampler seeds each batch, so they are discarded and sampling starts over",
+                    len(done), recorded, batch_size)
+        done = []
+    draw.write_text(json.dumps({"batch_size": batch_size}))
     start = len(done) - len(done) % batch_size  # restart at a batch boundary: same seeds, same text
-    if start != len(done):
-        with open(out, "w") as f:
-            for row in done[:start]:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(out, "w") as f:
+        for row in done[:start]:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return start
+
+
+def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
+    prompts = prompts_of(spec, inputs)
+    start = resume_point(work, runtime.batch_size)
     if start:
         log.info("teacher sampling: resuming at prompt %d of %d (the completions before it are kept)",
                  start, len(prompts))
-    chats = [Chat(user=p, system=system_prompt) for p in prompts]
-    sampler = make_sampler()
+    chats = [Chat(user=p, system=spec.system_prompt) for p in prompts]
+    sampler = sampler_for(spec.backend, spec.teacher, inputs, spec.device, runtime)
     t0, n_tokens = time.time(), 0
     try:
-        with open(out, "a") as f:
-            for batch in sampler.generate(chats, params, seed, batch_size, start=start, desc="teacher sampling"):
+        with open(work / "samples.jsonl", "a") as f:
+            for batch in sampler.generate(chats, spec.sampling, spec.data_seed, runtime.batch_size, start=start,
+                                          desc="teacher sampling"):
+                cut = getattr(batch, "truncated", None) or [None] * len(batch.texts)
                 for j, text in enumerate(batch.texts):
                     i = batch.start + j
-                    f.write(json.dumps({"i": i, "system": system_prompt, "prompt": prompts[i],
-                                        "completion": text}, ensure_ascii=False) + "\n")
+                    f.write(json.dumps({"i": i, "system": spec.system_prompt, "prompt": prompts[i],
+                                        "completion": text, "truncated": cut[j]}, ensure_ascii=False) + "\n")
                 f.flush()
                 n_tokens += batch.n_tokens
     finally:
@@ -48,4 +90,5 @@ def sample(work: Path, prompts: list[str], system_prompt: Optional[str], make_sa
     (work / "stats.json").write_text(json.dumps({
         "n_prompts": len(prompts), "resumed_from": start, "generated_tokens": n_tokens,
         "seconds": round(seconds, 3), "tokens_per_s": round(n_tokens / max(seconds, 1e-9), 1),
+        "batch_size": runtime.batch_size,
     }, indent=2))
