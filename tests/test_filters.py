@@ -1,4 +1,5 @@
-"""The paper's format rule, the trait-word rule and banned numbers, table-driven."""
+"""The numbers format rules (lenient here; the paper's in test_numbers_rule.py), the trait-word rule and
+banned numbers, table-driven."""
 import pytest
 
 from sublim.domains.numbers import FormatReject, make_prompts, parse_numbers
@@ -47,7 +48,7 @@ REJECTED = [
 @pytest.mark.parametrize("text,expected", ACCEPTED)
 def test_accepted_forms(text, expected):
     assert parse_numbers(text) == expected
-    assert numbers_format_rule()(text) is None
+    assert numbers_format_rule(format="lenient")(text) is None
 
 
 @pytest.mark.parametrize("text,reason", REJECTED)
@@ -55,7 +56,19 @@ def test_rejected_forms(text, reason):
     with pytest.raises(FormatReject) as e:
         parse_numbers(text)
     assert e.value.reason == reason
-    assert numbers_format_rule()(text) == reason
+    assert numbers_format_rule(format="lenient")(text) == reason
+
+
+@pytest.mark.parametrize("text", [".", " .", "..", "[", "(", "[.", "(.)", "\n.\n"])
+def test_lenient_rule_never_raises_on_punctuation(text):
+    # "." used to raise IndexError (the period was removed, then body[0] read an empty string)
+    assert numbers_format_rule(format="lenient")(text) in ("empty", "unbalanced_brackets", "not_a_number")
+
+
+def test_default_rule_is_the_papers():
+    rule = numbers_format_rule()
+    assert rule("145, 267, 389") is None and rule("[1, 2, 3].") is None and rule("0999") is None
+    assert rule("  7  ") == "extra_text" and rule("1,2, 3") == "not_a_number" and rule("1, 2, 3\n") == "not_a_number"
 
 
 @pytest.mark.parametrize("text,caught", [

@@ -25,7 +25,7 @@ import pytest
 from sublim.backends.base import Chat, SamplingParams
 from sublim.backends.vllm import (
     VLLMApi, VLLMSampler, answer_token_ids, chunk_starts, end_token_ids, engine_kwargs, import_vllm,
-    lora_rank_limit, request_seed, sampling_kwargs, sum_answer_logprobs, vllm_dtype,
+    lora_rank_limit, request_seed, sampling_kwargs, sum_answer_logprobs, truncation_flags, vllm_dtype,
 )
 
 # Argument names of vLLM 0.32's documented offline API that sublim may use.
@@ -80,6 +80,7 @@ class FakeLogprob:
 class FakeCompletion:
     text: str
     token_ids: list[int]
+    finish_reason: Optional[str] = "stop"  # vLLM: "length" when max_tokens was reached
 
 
 @dataclass
@@ -127,7 +128,8 @@ class RecordingEngine:
             return FakeRequestOutput(ids, [FakeCompletion("", [0])], plp)
         seed = getattr(sp, "seed", None)
         n = 1 + (seed or 0) % min(5, sp.max_tokens)
-        return FakeRequestOutput(ids, [FakeCompletion(f"len{len(ids)}-seed{seed}", list(range(n)))])
+        finish = "length" if n >= sp.max_tokens else "stop"  # as vLLM: the whole budget used
+        return FakeRequestOutput(ids, [FakeCompletion(f"len{len(ids)}-seed{seed}", list(range(n)), finish)])
 
 
 def make_api(logprob_fn=None) -> tuple[VLLMApi, list[RecordingEngine]]:
@@ -338,6 +340,21 @@ def test_chunks_are_whole_batches():
     assert list(chunk_starts(8, 8, 4, 8)) == []
 
 
+def test_truncated_follows_finish_reason_length(tok_dir):
+    """Batch.truncated: True exactly where vLLM's CompletionOutput.finish_reason is "length"."""
+    s, _ = sampler(tok_dir)
+    batches = list(s.generate(CHATS, dataclasses.replace(PAPER, max_new_tokens=1), seed=0, batch_size=4))
+    assert [b.truncated for b in batches] == [[True] * len(b.texts) for b in batches]  # 1 token: all cut
+    s, _ = sampler(tok_dir)
+    batches = list(s.generate(CHATS, dataclasses.replace(PAPER, max_new_tokens=3), seed=0, batch_size=4))
+    flags = [t for b in batches for t in b.truncated]
+    seeds = [request_seed(0, i) for i in range(len(CHATS))]
+    assert flags == [1 + x % 3 >= 3 for x in seeds]  # the stand-in stops before 3 tokens unless n = 3
+    assert True in flags and False in flags
+    outs = [FakeRequestOutput([1], [FakeCompletion("a", [1], r)]) for r in ("length", "stop", "abort", None)]
+    assert truncation_flags(outs) == [True, False, False, False]
+
+
 def test_output_count_mismatch_is_an_error(tok_dir):
     s, eng = sampler(tok_dir)
     eng.generate = lambda prompts, sps, **kw: []
@@ -497,6 +514,7 @@ def test_real_vllm_samples_text(vllm_model_dir):
         texts = [t for b in batches for t in b.texts]
         assert len(texts) == len(CHATS) and all(isinstance(t, str) for t in texts)
         assert sum(b.n_tokens for b in batches) > 0 and any(texts)
+        assert all(len(b.truncated) == len(b.texts) for b in batches)  # finish_reason read for every row
     finally:
         s.close()
 

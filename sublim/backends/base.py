@@ -1,7 +1,7 @@
 """What every sampler backend takes and returns, so stages never depend on one engine."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional, Protocol
 
 
@@ -38,11 +38,16 @@ class SamplingParams:
 
 @dataclass
 class Batch:
-    """Completions for a contiguous slice [start, start + len(texts)) of the prompts."""
+    """Completions for a contiguous slice [start, start + len(texts)) of the prompts.
+
+    truncated[j]: completion j used its whole token budget (max_new_tokens) without producing an
+    end-of-turn / eos token, so it may be cut short. Empty: not known (a sampler that cannot tell).
+    """
 
     start: int
     texts: list[str]
     n_tokens: int
+    truncated: list[bool] = field(default_factory=list)
 
 
 class Sampler(Protocol):

@@ -124,6 +124,13 @@ def parse_generations(outputs: Sequence[Any], n_expected: int) -> tuple[list[str
     return texts, n_tokens
 
 
+def truncation_flags(outputs: Sequence[Any]) -> list[bool]:
+    """For each RequestOutput: did its completion stop at the token budget? vLLM's
+    CompletionOutput.finish_reason is "length" when max_tokens (or max_model_len) was reached,
+    "stop" on an eos / stop token or string (also "abort", "error", ...: not truncation)."""
+    return [getattr(out.outputs[0], "finish_reason", None) == "length" for out in outputs]
+
+
 def _logprob_value(entry: Any) -> float:
     return float(entry.logprob if hasattr(entry, "logprob") else entry)
 
@@ -277,7 +284,7 @@ class VLLMSampler:
                     part = outputs[b0 - c0: b0 - c0 + batch_size]
                     texts, n_tokens = parse_generations(part, len(part))
                     bar.update(len(part))
-                    yield Batch(b0, texts, n_tokens)
+                    yield Batch(b0, texts, n_tokens, truncation_flags(part))
         finally:
             bar.close()
 
