@@ -155,21 +155,22 @@ def test_cli_writes_tables_and_lists_failed_cells(tmp_path, capsys):
     summ = pd.read_csv(out / "summary.csv")
     assert len(summ) == 2 * 3
     md = (out / "summary.md").read_text()
-    for text in (md, printed):
-        assert "failed: " + str(failed) in text and "trait=eagle seed=7" in text and "CUDA out of memory" in text
+    for text in (md, printed):  # no outcome and no heartbeat: stopped before it could say (sublim.cellstate)
+        assert "dead: " + str(failed) in text and "trait=eagle seed=7" in text and "CUDA out of memory" in text
         assert "unreadable: " + str(corrupt / "metrics.json") in text
     assert "| target | condition |" in md
     assert "| control (paired by seed) |" in md  # how each rise's interval was taken, said in `vs`
     assert (summ.loc[summ["condition"] == "treatment", "rise_by"] == "paired").all()
     problems = pd.read_csv(out / "problems.csv")
-    assert sorted(problems["kind"]) == ["dry run", "failed", "failed", "unreadable"]
+    assert sorted(problems["kind"]) == ["dead", "dry run", "failed", "unreadable"]
     assert "failed: " + str(recorded) + " — FilterError: only 3 of 400 passed" in md
     assert "1 metrics.json without a cell ignored" in md
 
 
 def test_cells_a_stopped_sweep_never_started_are_listed(tmp_path):
-    """The sweep's plan names four cells; two have folders (one finished, one cut short): the
-    other two are listed as never run, once each, whichever folder the report is pointed at."""
+    """The sweep's plan names five cells; two have folders (one finished, one cut short): the
+    other three are listed as never run, once each, whichever folder the report is pointed at
+    (one the plan could not name a folder for: none ran its overrides)."""
     write_sweep(tmp_path, seeds=(0,), base_seeds=())
     sweep = tmp_path / "multirun" / "2026-01-01" / "00-00-00"
     (sweep / "7" / ".hydra").mkdir(parents=True)  # started, no metrics
@@ -178,17 +179,20 @@ def test_cells_a_stopped_sweep_never_started_are_listed(tmp_path):
     (sweep / "sweep_plan.json").write_text(json.dumps(plan))
     col = collect([tmp_path, sweep])
     kinds = sorted((Path(p.path).name, p.kind) for p in col.problems)
-    assert kinds == [("7", "failed"), ("8", "not run"), ("9", "not run")]
+    assert kinds == [("00-00-00", "not run"), ("7", "dead"), ("8", "not run"), ("9", "not run")]
     assert next(p for p in col.problems if p.path.endswith("8")).overrides == ["seed=8"]
+    assert next(p for p in col.problems if p.path == str(sweep)).overrides == ["seed=10"]
     (sweep / "sweep_plan.json").write_text("[{")
-    assert [p.kind for p in collect([sweep]).problems] == ["unreadable", "failed"]
+    assert [p.kind for p in collect([sweep]).problems] == ["unreadable", "dead"]
 
 
-def test_no_cells_is_exit_1_and_still_lists_holes(tmp_path):
+def test_no_cells_is_exit_1_lists_the_holes_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "0" / ".hydra").mkdir(parents=True)
     out = tmp_path / "r"
     assert cli.main([str(tmp_path), "--out", str(out), "--no-wandb"]) == 1
-    assert "failed: " in (out / "summary.md").read_text()
+    err = capsys.readouterr().err
+    assert "dead: " + str(tmp_path / "0") in err and "nothing written" in err.splitlines()[-1]
+    assert not out.exists()
 
 
 def test_diag_minus_offdiag_by_hand():

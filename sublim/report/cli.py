@@ -2,7 +2,9 @@
 
 Only wiring: collect -> summarise -> write (CSV, Markdown, PNG) -> W&B. The files are written
 before W&B is touched, so a W&B failure loses nothing. Exit code 0 when at least one cell was
-reported, 1 when none was found (the holes are still listed).
+reported; 1 when none was found: then the holes are printed, one line says so, and nothing is
+written (no report folder). Printing never fails on a terminal that cannot show a character
+(PYTHONIOENCODING=ascii, a C locale): common typography becomes ASCII, anything else an escape.
 """
 from __future__ import annotations
 
@@ -22,6 +24,49 @@ from sublim.report.summarise import gaps, misalignment, specificity, summary, ta
 from sublim.report.wandb_log import log_report
 
 
+ASCII = str.maketrans({"—": "--", "–": "-", "−": "-", "→": "->", "·": "|", "×": "x", "†": "+", "…": "...",
+                       "≥": ">=", "≤": "<=", "±": "+/-", "\u00a0": " "})
+
+
+def _level(x: str) -> float:
+    try:
+        v = float(x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{x!r} is not a number") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"{x} is not between 0 and 1 (e.g. 0.9 for 90 % intervals)")
+    return v
+
+
+def console(text: str, stream=None) -> str:
+    """`text` as `stream` (default: stdout) can encode it: as is if it can, else typography in
+    ASCII and any other character that does not fit as a backslash escape."""
+    enc = getattr(stream or sys.stdout, "encoding", None) or "ascii"
+    try:
+        text.encode(enc)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        pass
+    try:
+        return text.translate(ASCII).encode(enc, "backslashreplace").decode(enc)
+    except LookupError:
+        return text.translate(ASCII).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def say(text: str, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    print(console(text, stream), file=stream)
+
+
+def _safe_streams() -> None:
+    """Whatever else prints (warnings, logging) must not fail on an ASCII terminal either."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="sublim-report",
@@ -34,7 +79,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="log tables and figures to a W&B run (offline unless WANDB_MODE says otherwise)")
     p.add_argument("--project", default="sublim", help="W&B project (default: sublim)")
     p.add_argument("--entity", default=None, help="W&B entity")
-    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    p.add_argument("--confidence", type=_level, default=0.95,
+                   help="interval level, in every table, figure and text (default: 0.95)")
     p.add_argument("--target", action="append", default=[], metavar="NAME",
                    help="also summarise this candidate (repeatable); default: every treatment's trait")
     return p.parse_args(argv)
@@ -61,51 +107,57 @@ def _run_summary(summ: pd.DataFrame, specs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _safe_streams()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse(argv)
     out = args.out or default_out(args.paths)
-    out.mkdir(parents=True, exist_ok=True)
 
     col = collect(args.paths)
+    if not len(col.cells):
+        for p in col.problems:
+            say(f"- {p.line()}", err=True)
+        listed = f"; {len(col.problems)} problem(s) listed above" if col.problems else ""
+        say(f"sublim-report: no cells found under {', '.join(args.paths)} (no metrics.json with a 'cell'{listed}); "
+            "nothing written", err=True)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    csv = {"index": False, "errors": "backslashreplace"}  # a file name that is not UTF-8 must not stop the report
     summ = summary(col, targets_of(col, args.target), args.confidence)
     specs = specificity(col, args.confidence)
     mis = misalignment(col, args.confidence)
     notes = gaps(col, summ)
 
-    col.cells.drop(columns=["settings", "setting_kv"]).to_csv(out / "cells.csv", index=False)  # setting: the label
-    col.rates.merge(col.cells[["job", "name", "condition"]], on="job").to_csv(out / "rates.csv", index=False)
-    summ.to_csv(out / "summary.csv", index=False)
+    col.cells.drop(columns=["settings", "setting_kv"]).to_csv(out / "cells.csv", **csv)  # setting: the label
+    col.rates.merge(col.cells[["job", "name", "condition"]], on="job").to_csv(out / "rates.csv", **csv)
+    summ.to_csv(out / "summary.csv", **csv)
     pd.DataFrame([vars(p) | {"overrides": " ".join(p.overrides)} for p in col.problems],
-                 columns=["path", "kind", "detail", "overrides"]).to_csv(out / "problems.csv", index=False)
+                 columns=["path", "kind", "detail", "overrides"]).to_csv(out / "problems.csv", **csv)
     spec_rows = pd.concat([s.matrix.rename_axis("teacher_trait").reset_index().assign(**s.keys, diag_minus_off=s.interval.mean,
                                                                                diag_minus_off_low=s.interval.low,
                                                                                diag_minus_off_high=s.interval.high,
                                                                                n_seeds=s.interval.n)
                            for s in specs]) if specs else pd.DataFrame()
     if specs:
-        spec_rows.to_csv(out / "specificity.csv", index=False)
+        spec_rows.to_csv(out / "specificity.csv", **csv)
     if not mis.empty:
-        mis.to_csv(out / "misalignment.csv", index=False)
-    made = figs.draw_all(summ, specs, mis, out) if len(col.cells) else {}
+        mis.to_csv(out / "misalignment.csv", **csv)
+    made = figs.draw_all(summ, specs, mis, out, args.confidence)
     md = render(col, summ, specs, mis, notes, made, out, args.confidence)
-    (out / "summary.md").write_text(md)
+    (out / "summary.md").write_text(md, encoding="utf-8", errors="backslashreplace")
 
-    print(md)
-    print(f"written to {out}: cells.csv, rates.csv, summary.csv, summary.md, problems.csv"
-          + (", specificity.csv" if specs else "") + (", misalignment.csv" if not mis.empty else ""))
-    print("figures: " + (", ".join(p.name for p in made.values()) or "none (the data supports none)"))
+    say(md)
+    say(f"written to {out}: cells.csv, rates.csv, summary.csv, summary.md, problems.csv"
+        + (", specificity.csv" if specs else "") + (", misalignment.csv" if not mis.empty else ""))
+    say("figures: " + (", ".join(p.name for p in made.values()) or "none (the data supports none)"))
 
-    if args.wandb and len(col.cells):
+    if args.wandb:
         os.environ.setdefault("WANDB_SILENT", "true")
         run_dir = log_report(out, {"summary": summ, "cells": col.cells, "specificity": spec_rows, "misalignment": mis},
                              made, _run_summary(summ, specs),
                              {"paths": col.paths, "n_cells": len(col.cells), "n_problems": len(col.problems),
                               "confidence": args.confidence},
                              project=args.project, entity=args.entity)
-        print(f"W&B run: {run_dir}" if run_dir else "W&B: logging failed (see warning); files are complete")
-    if not len(col.cells):
-        print("no cells found (no metrics.json with a 'cell' under the given paths)", file=sys.stderr)
-        return 1
+        say(f"W&B run: {run_dir}" if run_dir else "W&B: logging failed (see warning); files are complete")
     return 0
 
 

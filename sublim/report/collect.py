@@ -1,44 +1,62 @@
 """Find every job folder under the given paths and read its metrics into tables.
 
-Why a separate step: a sweep is messy (failed jobs, dry runs, jobs still running, corrupt files,
-the same cell run twice). Collection decides once what counts as a cell and what is a hole, so
-the statistics downstream see clean tables and the report can list every hole instead of
-crashing on it.
+Why a separate step: a sweep is messy (failed jobs, dry runs, jobs still running or killed,
+corrupt files, hand-edited or truncated JSON, NaN where a number should be, the same cell run
+twice). Collection decides once what counts as a cell and what is a hole, so the statistics
+downstream see clean tables and the report can list every hole instead of crashing on it. It
+never raises for what a job folder holds: every field is checked for its type; a malformed one is
+an `invalid` problem naming the file and the field (the cell is set aside only when the field says
+which cell it is), a NaN or infinite value a `non-finite` one (the value is left out of every mean).
+A folder without metrics gets its state from sublim.cellstate: running, dead, failed or not run.
 
 Tables (pandas, one integer `job` id joins them):
 - cells: one row per job (cell fields, target, target rate and its CI, misaligned rate, ...,
-  `setting`: what else differs from comparable cells, see sublim.report.settings).
+  `setting`: what else differs from comparable cells, see sublim.report.settings; `nonfinite`:
+  the fields whose values were NaN or infinite, comma-separated).
 - rates: one row per job x candidate (the eval's rate, its CI across questions, per-question
-  spread). Every candidate is there, so one control/base evaluation serves every target.
-- questions: one row per job x candidate x question (the per-question rate).
+  spread). Every candidate is there, so one control/base evaluation serves every target. A rate
+  that was not finite is NaN here (and named in the problems).
+- questions: one row per job x candidate x question (the per-question rate; finite ones only).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sublim.cellstate import HEARTBEAT, OUTCOME, PLAN, cell_state, load_json, planned_folder, read_plan, text_safe
 from sublim.report.settings import job_settings, setting_labels
-from sublim.sweep import PLAN
 
 CELL_FIELDS = ["condition", "group", "name", "trait", "domain", "teacher", "student", "finetune",
                "seed", "data_seed", "experiment"]
+NAME_FIELDS = ["trait", "domain", "teacher", "student", "finetune"]  # which cell it is: malformed -> set aside
+CELL_COLUMNS = ["job", "path", *CELL_FIELDS, "target", "target_rate", "target_ci_low", "target_ci_high",
+                "misaligned_rate", "misaligned_ci_low", "misaligned_ci_high", "misaligned_coherent_rate",
+                "none_rate", "top_unmatched", "n_questions", "n_answers", "confidence", "filter_kept",
+                "filter_reject_rate", "eval_key", "nonfinite"]
 SKIP_DIRS = {"wandb", ".hydra", "__pycache__", ".git", ".venv"}
+MAX_LISTED = 4  # fields named per problem line; the rest counted
+RATE_SLACK = 1e-9  # a mean of rates may pass 1 by rounding
+MAX_INT = 2**53  # seeds and counts beyond this are no seeds or counts (and overflow int64 columns)
 
 
 @dataclass
 class Problem:
-    """A job folder that did not yield a cell, or a cell that was set aside."""
+    """A job folder that did not yield a cell, a cell that was set aside, or values left out."""
 
     path: str
-    kind: str  # failed | unreadable | invalid | dry run | no eval | duplicate | not run
+    kind: str  # failed | running | dead | not run | unreadable | invalid | non-finite | dry run | no eval | duplicate
     detail: str = ""
     overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:  # a folder name that is not UTF-8 must not stop a table or a print
+        self.path, self.detail = text_safe(str(self.path)), text_safe(str(self.detail))
+        self.overrides = [text_safe(str(o)) for o in self.overrides]
 
     def line(self) -> str:
         ov = f" (overrides: {' '.join(self.overrides)})" if self.overrides else ""
@@ -55,50 +73,241 @@ class Collection:
     n_ignored: int = 0  # metrics.json files without a "cell" (e.g. the artifact store's evals)
 
 
-def _num(d: dict | None, key: str) -> float:
-    v = (d or {}).get(key)
-    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+# -- checking a metrics.json, field by field --------------------------------------------------------
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _describe(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"a boolean ({str(v).lower()})"
+    if _is_num(v):
+        return f"a number ({v!r})"
+    if isinstance(v, str):
+        return f"a string ({v[:30]!r}{'…' if len(v) > 30 else ''})"
+    return "a list" if isinstance(v, list) else "an object" if isinstance(v, dict) else type(v).__name__
+
+
+class _Check:
+    """What is wrong with one metrics.json: malformed fields and non-finite values, by field."""
+
+    def __init__(self):
+        self.invalid: list[str] = []
+        self.nonfinite: list[str] = []
+        self.fatal = False
+
+    def bad(self, fld: str, expected: str, v: Any, fatal: bool = False) -> None:
+        self.invalid.append(f"{fld}: expected {expected}, got {_describe(v)}")
+        self.fatal |= fatal
+
+    def num(self, fld: str, v: Any, nan_ok: bool = False) -> float:
+        """A finite float, or NaN (named: a non-number as invalid, NaN/inf as non-finite)."""
+        if not _is_num(v):
+            self.bad(fld, "a number", v)
+            return math.nan
+        x = float(v)
+        if not math.isfinite(x):
+            if not (nan_ok and math.isnan(x)):
+                self.nonfinite.append(f"{fld} = {x}")
+            return math.nan
+        return x
+
+    def interval(self, fld: str, v: Any, ci_expected: bool = True) -> dict | None:
+        """{mean, ci_low, ci_high} of a rate as floats (NaN where absent or not finite), or None
+        when `v` is no rate at all (not an object, no numeric mean, a mean outside [0, 1]). A NaN
+        bound is only a problem when an interval was expected (a one-question eval has none)."""
+        if not isinstance(v, dict):
+            self.bad(fld, "an object {mean, ci_low, ci_high}", v)
+            return None
+        if "mean" not in v:
+            self.invalid.append(f"{fld}: no 'mean'")
+            return None
+        mean = self.num(f"{fld}.mean", v["mean"])
+        if math.isnan(mean) and not _is_num(v["mean"]):
+            return None  # a non-number mean: nothing to report for this rate
+        if not math.isnan(mean) and not -RATE_SLACK <= mean <= 1 + RATE_SLACK:
+            self.bad(f"{fld}.mean", "a rate between 0 and 1", v["mean"])
+            return None
+        out = {"mean": mean}
+        for k in ("ci_low", "ci_high"):
+            x = v.get(k)
+            out[k] = math.nan if x is None else self.num(f"{fld}.{k}", x, nan_ok=not ci_expected or math.isnan(mean))
+        return out
+
+    def text(self, fld: str, v: Any, fatal: bool = False) -> str | None:
+        if v is None or isinstance(v, str):
+            return v
+        if _is_num(v) and math.isfinite(v):
+            return str(v)
+        self.bad(fld, "a string", v, fatal)
+        return None
+
+    def integer(self, fld: str, v: Any, fatal: bool = False) -> int | None:
+        """An integer that fits the tables' int64 columns (a seed, a count), or None (named)."""
+        if v is None:
+            return None
+        x = None
+        if isinstance(v, int) and not isinstance(v, bool):
+            x = v
+        elif isinstance(v, float) and v.is_integer():
+            x = int(v)
+        elif isinstance(v, str) and v.strip().lstrip("+-").isdigit() and len(v.strip()) < 20:
+            x = int(v.strip())
+        if x is None or abs(x) > MAX_INT:
+            self.bad(fld, "an integer", v, fatal)
+            return None
+        return x
+
+    def lines(self, set_aside: bool) -> list[tuple[str, str]]:
+        def joined(items: list[str]) -> str:
+            more = len(items) - MAX_LISTED
+            return "; ".join(items[:MAX_LISTED]) + (f"; and {more} more" if more > 0 else "")
+
+        out = []
+        if self.invalid:
+            out.append(("invalid", joined(self.invalid) + (" — cell set aside" if set_aside else
+                                                           " — ignored; the rest of the cell is reported")))
+        if self.nonfinite:
+            out.append(("non-finite", joined(self.nonfinite) + " — left out of every mean"))
+        return out
+
+
+def _clean(m: dict, chk: _Check) -> dict:
+    """The fields the report uses, each of its expected type (see _Check)."""
+    cell_raw = m.get("cell")
+    cell: dict[str, Any] = {}
+    if not isinstance(cell_raw, dict):
+        chk.bad("cell", "an object", cell_raw, fatal=True)
+        cell_raw = {}
+    for k in ("condition", "name"):
+        v = cell_raw.get(k)
+        if not isinstance(v, str) or not v:
+            chk.bad(f"cell.{k}", "a non-empty string", v, fatal=True)
+        cell[k] = v if isinstance(v, str) else None
+    for k in [*NAME_FIELDS, "group", "experiment"]:
+        cell[k] = chk.text(f"cell.{k}", cell_raw.get(k), fatal=k in NAME_FIELDS)
+    cell["seed"] = chk.integer("cell.seed", cell_raw.get("seed"), fatal=True)
+    cell["data_seed"] = chk.integer("cell.data_seed", cell_raw.get("data_seed"))
+
+    keys = m.get("keys")
+    if keys is not None and not isinstance(keys, dict):
+        chk.bad("keys", "an object {stage: key}", keys)
+        keys = None
+    eval_key = chk.text("keys.eval", (keys or {}).get("eval"))
+    target = m.get("target")
+    if target is not None and not isinstance(target, str):
+        chk.bad("target", "a string or null", target, fatal=True)
+        target = None
+
+    def count(fld: str) -> int | None:
+        v = m.get(fld)
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT):
+            return v
+        chk.bad(fld, "a non-negative integer", v)
+        return None
+
+    n_questions, n_answers = count("n_questions"), count("n_answers")
+    ci_expected = n_questions is None or n_questions >= 2
+    confidence = None if m.get("confidence") is None else chk.num("confidence", m.get("confidence"))
+    if confidence is not None and not (0 < confidence < 1):
+        if not math.isnan(confidence):
+            chk.bad("confidence", "a number between 0 and 1", m.get("confidence"))
+        confidence = None
+
+    rates: dict | None = None
+    if "rates" in m:
+        if isinstance(m["rates"], dict):
+            rates = {}
+            for cand, r in m["rates"].items():
+                iv = chk.interval(f"rates.{cand}", r, ci_expected)
+                if iv is not None:
+                    rates[cand] = iv
+        else:
+            chk.bad("rates", "an object {candidate: {mean, ci_low, ci_high}}", m["rates"])
+    target_rate = None
+    if m.get("target_rate") is not None:
+        target_rate = chk.interval("target_rate", m["target_rate"], ci_expected)
+    if target_rate is None and target is not None:
+        target_rate = (rates or {}).get(target)
+    mis = {k: chk.interval(k, m[k], ci_expected) if m.get(k) is not None else None
+           for k in ("misaligned_rate", "misaligned_rate_coherent")}
+    if rates is None and mis["misaligned_rate"] is None:
+        chk.invalid.append("neither a 'rates' object nor a 'misaligned_rate'")
+        chk.fatal = True
+
+    pq_raw = m.get("per_question")
+    per_question: list[dict[str, float]] = []
+    if pq_raw is not None and not isinstance(pq_raw, list):
+        chk.bad("per_question", "a list of {candidate: rate}", pq_raw)
+    for i, q in enumerate(pq_raw if isinstance(pq_raw, list) else []):
+        if not isinstance(q, dict):
+            chk.bad(f"per_question[{i}]", "an object {candidate: rate}", q)
+            per_question.append({})
+            continue
+        vals = {c: chk.num(f"per_question[{i}].{c}", v) for c, v in q.items()}
+        per_question.append({c: v for c, v in vals.items() if not math.isnan(v)})
+
+    top = m.get("unmatched_top")
+    if top is not None and not isinstance(top, dict):
+        chk.bad("unmatched_top", "an object {answer: count}", top)
+        top = None
+    flt = m.get("filter")
+    if flt is not None and not isinstance(flt, dict):
+        chk.bad("filter", "an object", flt)
+        flt = None
+    flt = flt or {}
+    filter_kept = chk.integer("filter.n_kept", flt.get("n_kept"))
+    reject = None if flt.get("reject_rate") is None else chk.num("filter.reject_rate", flt.get("reject_rate"))
+    return {"cell": cell, "eval_key": eval_key, "target": target, "target_rate": target_rate, "rates": rates or {},
+            "per_question": per_question, "misaligned_rate": mis["misaligned_rate"],
+            "misaligned_rate_coherent": mis["misaligned_rate_coherent"],
+            "unmatched_top": top or {}, "n_questions": n_questions, "n_answers": n_answers, "confidence": confidence,
+            "filter_kept": filter_kept, "filter_reject_rate": reject,
+            "nonfinite": ", ".join(x.split(" = ")[0] for x in chk.nonfinite)}
+
+
+# -- job folders --------------------------------------------------------------------------------------
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except (OSError, ValueError):
+        return ""
 
 
 def _overrides(job: Path) -> list[str]:
-    f = job / ".hydra" / "overrides.yaml"
-    if not f.exists():
-        return []
-    return [ln.strip()[2:].strip() for ln in f.read_text(errors="replace").splitlines() if ln.strip().startswith("- ")]
+    text = _read_text(job / ".hydra" / "overrides.yaml")
+    return [ln.strip()[2:].strip() for ln in text.splitlines() if ln.strip().startswith("- ")]
 
 
 def _is_dry_run(job: Path) -> bool:
     if any(o.replace(" ", "") in ("dry_run=true", "dry_run=True") for o in _overrides(job)):
         return True
-    cfg = job / ".hydra" / "config.yaml"
-    return cfg.exists() and any(ln.strip() == "dry_run: true" for ln in cfg.read_text(errors="replace").splitlines())
-
-
-def _recorded_error(job: Path) -> str:
-    """The error a sweep job recorded in its outcome.json (the first line of it), or ""."""
-    try:
-        o = json.loads((job / "outcome.json").read_text())
-    except (OSError, ValueError):
-        return ""
-    error = o.get("error") if isinstance(o, dict) and o.get("status") == "failed" else None
-    return str(error).strip().splitlines()[0][:300] if error else ""
+    return any(ln.strip() == "dry_run: true" for ln in _read_text(job / ".hydra" / "config.yaml").splitlines())
 
 
 def _last_log_line(job: Path) -> str:
     """The last line of the job's log: often the error that stopped it."""
-    for log in sorted(job.glob("*.log")):
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    try:
+        logs = sorted(p for p in job.glob("*.log") if p.is_file())
+    except OSError:
+        return ""
+    for log in logs:
+        lines = [ln.strip() for ln in _read_text(log).splitlines() if ln.strip()]
         if lines:
             return lines[-1][:200]
     return ""
 
 
 def job_folders(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
-    """Folders holding a metrics.json, a cell.json or a .hydra/ (a Hydra job), found recursively;
-    and, as problems, the cells a sweep planned (sweep_plan.json) that never got a folder."""
+    """Folders holding a metrics.json, a cell.json, a heartbeat, an outcome or a .hydra/ (a Hydra
+    job), found recursively; and, as problems, the cells a sweep planned (sweep_plan.json) that
+    never got a folder."""
     found: dict[Path, None] = {}
     plans: dict[Path, None] = {}
     problems = []
+    markers = {"metrics.json", "cell.json", HEARTBEAT, OUTCOME}
     for p in map(Path, paths):
         if p.is_file():
             found[p.resolve().parent] = None
@@ -109,7 +318,7 @@ def job_folders(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
         for root, dirs, files in os.walk(p):
             dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
             here = Path(root)
-            if "metrics.json" in files or "cell.json" in files or (here / ".hydra").is_dir():
+            if markers & set(files) or ".hydra" in dirs or (here / ".hydra").is_dir():
                 found[here.resolve()] = None
             if PLAN in files:
                 plans[here.resolve()] = None
@@ -121,86 +330,105 @@ def job_folders(paths: list[str | Path]) -> tuple[list[Path], list[Problem]]:
 def _never_run(sweep: Path, found: dict[Path, None]) -> list[Problem]:
     """Cells in a sweep's plan without a job folder: the sweep was stopped before it launched them."""
     try:
-        plan = json.loads((sweep / PLAN).read_text())
-        cells = [(int(c["job"]), list(c["overrides"]), c.get("folder")) for c in plan]
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        return [Problem(str(sweep / PLAN), "unreadable", f"{type(e).__name__}: {e}")]
-    return [Problem(str(sweep / folder), "not run", f"cell #{job} of the sweep never started", ov)
-            for job, ov, folder in cells if folder and (sweep / folder).resolve() not in found]
+        plan = read_plan(sweep) or []
+    except ValueError as e:
+        return [Problem(str(sweep / PLAN), "unreadable", str(e).removeprefix(f"{sweep / PLAN}: "))]
+    in_sweep = [d for d in found if d.is_relative_to(sweep)]
+    out = []
+    for cell in plan:
+        try:
+            folder = planned_folder(sweep, cell, in_sweep)
+            started = folder is not None and folder.resolve() in found
+        except (OSError, ValueError):
+            folder, started = None, False
+        if not started:
+            out.append(Problem(str(folder if folder is not None else sweep), "not run",
+                               f"cell #{cell.job} of the sweep never started", cell.overrides))
+    return out
 
 
-def _read_job(job: Path) -> tuple[dict | None, Problem | None, bool]:
-    """(metrics, problem, ignored) for one folder."""
+def _state_problem(job: Path) -> Problem:
+    """A job folder without metrics: why (sublim.cellstate), as a problem."""
+    ov = _overrides(job)
+    if (job / "cell.json").exists():
+        try:
+            name = load_json((job / "cell.json").read_bytes())["cell"]["name"]
+        except Exception:  # noqa: BLE001 - only for the message
+            name = "?"
+        return Problem(str(job), "no eval", f"cell {name}: the plan had no eval stage", ov)
+    st = cell_state(job)
+    if st.state != "running" and _is_dry_run(job):
+        return Problem(str(job), "dry run", "no metrics expected", ov)
+    if st.state == "ok":
+        return Problem(str(job), "no eval", f"{st.reason}, but no metrics.json", ov)
+    if st.state == "not started":
+        return Problem(str(job), "not run", st.reason, ov)
+    tail = _last_log_line(job) if st.state == "dead" else ""
+    return Problem(str(job), st.state, st.reason + (f"; log ends: {tail}" if tail else ""), ov)
+
+
+def _read_job(job: Path) -> tuple[dict | None, list[Problem], bool]:
+    """(clean metrics, problems, ignored) for one folder. Never raises."""
     mfile = job / "metrics.json"
-    hydra = (job / ".hydra").is_dir()
-    if not mfile.exists():
-        ov = _overrides(job)
-        if (job / "cell.json").exists():
-            try:
-                name = json.loads((job / "cell.json").read_text())["cell"]["name"]
-            except Exception:
-                name = "?"
-            return None, Problem(str(job), "no eval", f"cell {name}: the plan had no eval stage", ov), False
-        if _is_dry_run(job):
-            return None, Problem(str(job), "dry run", "no metrics expected", ov), False
-        error = _recorded_error(job)
-        if error:
-            return None, Problem(str(job), "failed", error, ov), False
-        return None, Problem(str(job), "failed", "no metrics.json (failed or still running)"
-                             + (f"; log ends: {_last_log_line(job)}" if _last_log_line(job) else ""), ov), False
+    if not mfile.is_file():
+        return None, [_state_problem(job)], False
     try:
-        m = json.loads(mfile.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, Problem(str(mfile), "unreadable", f"{type(e).__name__}: {e}", _overrides(job)), False
+        m = load_json(mfile.read_bytes())  # JSON is UTF-8 whatever the locale says
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or bad UTF-8
+        return None, [Problem(str(mfile), "unreadable", f"{type(e).__name__}: {str(e)[:200]}", _overrides(job))], False
     if not isinstance(m, dict) or "cell" not in m:
-        if hydra:
-            return None, Problem(str(mfile), "invalid", "metrics.json has no 'cell'", _overrides(job)), False
-        return None, None, True
-    cell = m.get("cell")
-    missing = [k for k in ("condition", "name") if not isinstance(cell, dict) or k not in cell]
-    if missing:
-        return None, Problem(str(mfile), "invalid", f"cell lacks {missing}"), False
-    if not isinstance(m.get("rates"), dict) and not isinstance(m.get("misaligned_rate"), dict):
-        return None, Problem(str(mfile), "invalid", "neither 'rates' nor 'misaligned_rate'"), False
-    return m, None, False
+        if (job / ".hydra").is_dir():
+            return None, [Problem(str(mfile), "invalid", "metrics.json has no 'cell'", _overrides(job))], False
+        return None, [], True
+    chk = _Check()
+    clean = _clean(m, chk)
+    probs = [Problem(str(mfile), kind, detail, _overrides(job)) for kind, detail in chk.lines(chk.fatal)]
+    st = cell_state(job)
+    if st.state == "running":
+        probs.append(Problem(str(job), "running", f"{st.reason}; its earlier metrics.json is reported",
+                             _overrides(job)))
+    return (None if chk.fatal else clean), probs, False
+
+
+def _iv(d: dict | None, key: str) -> float:
+    return d[key] if d else math.nan
 
 
 def _cell_row(job_id: int, path: Path, m: dict) -> dict:
-    c = m["cell"]
-    row = {"job": job_id, "path": str(path)} | {k: c.get(k) for k in CELL_FIELDS}
-    target = m.get("target")
-    tr = m.get("target_rate") or ((m.get("rates") or {}).get(target) if target else None)
-    rates = m.get("rates") or {}
-    top = m.get("unmatched_top") or {}
-    flt = m.get("filter") or {}
-    row |= {"target": target, "target_rate": _num(tr, "mean"), "target_ci_low": _num(tr, "ci_low"),
-            "target_ci_high": _num(tr, "ci_high"),
-            "misaligned_rate": _num(m.get("misaligned_rate"), "mean"),
-            "misaligned_ci_low": _num(m.get("misaligned_rate"), "ci_low"),
-            "misaligned_ci_high": _num(m.get("misaligned_rate"), "ci_high"),
-            "misaligned_coherent_rate": _num(m.get("misaligned_rate_coherent"), "mean"),
-            "none_rate": _num(rates.get("none"), "mean"),
-            "top_unmatched": ", ".join(f"{k} ({v})" for k, v in list(top.items())[:3]),
-            "n_questions": m.get("n_questions"), "n_answers": m.get("n_answers"),
-            "confidence": m.get("confidence"), "filter_kept": flt.get("n_kept"),
-            "filter_reject_rate": flt.get("reject_rate"), "eval_key": (m.get("keys") or {}).get("eval")}
-    return row
+    c, rates, flt_top = m["cell"], m["rates"], list(m["unmatched_top"].items())[:3]
+    tr, mr = m["target_rate"], m["misaligned_rate"]
+    return {"job": job_id, "path": text_safe(str(path)), **{k: c.get(k) for k in CELL_FIELDS}, "target": m["target"],
+            "target_rate": _iv(tr, "mean"), "target_ci_low": _iv(tr, "ci_low"), "target_ci_high": _iv(tr, "ci_high"),
+            "misaligned_rate": _iv(mr, "mean"), "misaligned_ci_low": _iv(mr, "ci_low"),
+            "misaligned_ci_high": _iv(mr, "ci_high"),
+            "misaligned_coherent_rate": _iv(m["misaligned_rate_coherent"], "mean"),
+            "none_rate": _iv(rates.get("none"), "mean"),
+            "top_unmatched": ", ".join(f"{k[:40]} ({str(v)[:12]})" for k, v in flt_top),
+            "n_questions": m["n_questions"], "n_answers": m["n_answers"], "confidence": m["confidence"],
+            "filter_kept": m["filter_kept"], "filter_reject_rate": m["filter_reject_rate"], "eval_key": m["eval_key"],
+            "nonfinite": m["nonfinite"], "settings": job_settings(path)}
 
 
 def _rate_rows(job_id: int, m: dict) -> tuple[list[dict], list[dict]]:
-    rates = m.get("rates") or {}
-    pq = [q for q in (m.get("per_question") or []) if isinstance(q, dict)]
+    pq = m["per_question"]
     rows, qrows = [], []
-    for cand, r in rates.items():
-        vals = np.array([q[cand] for q in pq if isinstance(q.get(cand), (int, float))], float)
-        rows.append({"job": job_id, "candidate": cand, "rate": _num(r, "mean"), "ci_low": _num(r, "ci_low"),
-                     "ci_high": _num(r, "ci_high"), "q_n": len(vals),
+    for cand, r in m["rates"].items():
+        vals = np.array([q[cand] for q in pq if cand in q], float)
+        rows.append({"job": job_id, "candidate": cand, "rate": r["mean"], "ci_low": r["ci_low"],
+                     "ci_high": r["ci_high"], "q_n": len(vals),
                      "q_sd": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
                      "q_min": float(vals.min()) if len(vals) else math.nan,
                      "q_max": float(vals.max()) if len(vals) else math.nan})
-        qrows += [{"job": job_id, "candidate": cand, "question": i, "rate": float(q[cand])}
-                  for i, q in enumerate(pq) if isinstance(q.get(cand), (int, float))]
+        qrows += [{"job": job_id, "candidate": cand, "question": i, "rate": q[cand]}
+                  for i, q in enumerate(pq) if cand in q]
     return rows, qrows
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def collect(paths: list[str | Path]) -> Collection:
@@ -213,17 +441,15 @@ def collect(paths: list[str | Path]) -> Collection:
     kept: dict[tuple, tuple[Path, dict]] = {}
     n_ignored = 0
     for job in sorted(jobs):
-        m, prob, ignored = _read_job(job)
+        m, probs, ignored = _read_job(job)
         n_ignored += ignored
-        if prob:
-            problems.append(prob)
+        problems += probs
         if m is None:
             continue
-        key = (m["cell"]["name"], (m.get("keys") or {}).get("eval") or str(job))
+        key = (m["cell"]["name"], m["eval_key"] or str(job))
         if key in kept:
             old = kept[key][0]
-            newer, older = (job, old) if (job / "metrics.json").stat().st_mtime >= (old / "metrics.json").stat().st_mtime \
-                else (old, job)
+            newer, older = (job, old) if _mtime(job / "metrics.json") >= _mtime(old / "metrics.json") else (old, job)
             problems.append(Problem(str(older), "duplicate", f"same cell {key[0]} and eval as {newer}; kept the newer"))
             if newer == old:
                 continue
@@ -234,12 +460,12 @@ def collect(paths: list[str | Path]) -> Collection:
         r, q = _rate_rows(i, m)
         rates += r
         questions += q
-    cells_df = pd.DataFrame(cells, columns=list(_cell_row(0, Path("."), {"cell": {}}).keys()))
+    cells_df = pd.DataFrame(cells, columns=[*CELL_COLUMNS, "settings"])
     for col in ("seed", "data_seed"):
         cells_df[col] = pd.to_numeric(cells_df[col], errors="coerce").astype("Int64")
     for col in ("trait", "domain", "teacher", "student", "finetune", "experiment"):
         cells_df[col] = cells_df[col].fillna("-").astype(str)
-    cells_df["settings"] = [job_settings(Path(p)) for p in cells_df["path"]]
+    cells_df["nonfinite"] = cells_df["nonfinite"].fillna("").astype(str)
     cells_df = setting_labels(cells_df)
     return Collection(cells=cells_df,
                       rates=pd.DataFrame(rates, columns=["job", "candidate", "rate", "ci_low", "ci_high", "q_n",

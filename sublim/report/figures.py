@@ -1,11 +1,13 @@
 """Paper-style figures from the summary tables (matplotlib, Agg: no display needed).
 
 Why these four: (a) grouped bars are the paper's main figure (base / control / treatment per
-target, 95 % CI across seeds); (b) the cross-model heatmap shows that only a student sharing the
-teacher's base model picks the trait up; (c) the specificity matrix shows that each teacher
-transmits its own trait, not a general rise; (d) misalignment bars for the misalignment
-experiment. A figure is drawn only when the data supports it; each function returns the path it
-wrote or None.
+target, t-interval across seeds at the report's --confidence); (b) the cross-model heatmaps (one
+per setting) show that only a student sharing the teacher's base model picks the trait up; (c)
+the specificity matrix shows that each teacher transmits its own trait, not a general rise; (d)
+misalignment bars for the misalignment experiment. A figure is drawn only when the data supports it; each function returns the path it
+wrote or None. Every text goes through sublim.report.fonts before saving: a name whose
+characters the default font lacks is drawn with an installed font that has them, or as escapes
+with a warning, never as boxes.
 """
 from __future__ import annotations
 
@@ -21,12 +23,18 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
+from sublim.report.fonts import fit_text  # noqa: E402
+from sublim.report.markdown import level  # noqa: E402
 from sublim.report.summarise import GROUP_KEYS, Specificity, condition_rank, trait_variant  # noqa: E402
 
 COLORS = {"base": "#9e9e9e", "control": "#4c72b0", "treatment": "#dd8452", "teacher": "#55a868"}
 LABELS = {"base": "base student (no fine-tuning)", "control": "control (teacher without trait)",
           "treatment": "treatment (teacher with the trait)", "teacher": "the teacher itself"}
-CI_NOTE = "error bars: 95 % t-interval across seeds; † one seed: no interval"
+
+
+def ci_note(confidence: float, single: bool) -> str:
+    return f"error bars: {level(confidence)} t-interval across seeds" + ("; † one seed: no interval" if single else "")
+
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.dpi": 150,
          "axes.spines.top": False, "axes.spines.right": False}
 
@@ -42,6 +50,7 @@ def _n_label(ns: list[int]) -> str:
 
 
 def _save(fig, path: Path) -> Path:
+    fit_text(fig, path.name)
     fig.savefig(path, bbox_inches="tight", facecolor="white")
     plt.close(fig)
     return path
@@ -56,7 +65,7 @@ def _errorbars(ax, xs, mean, low, high) -> None:
                     ecolor="black", elinewidth=1, capsize=3)
 
 
-def bars(summ: pd.DataFrame, path: Path) -> Path | None:
+def bars(summ: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path | None:
     """(a) Per target: base, control and treatment rate with CI error bars; one panel per
     teacher/student/domain/finetune (/way the teacher got its trait) combination. A teacher
     evaluated itself, when the sweep has one, is an extra bar in its panels."""
@@ -115,8 +124,7 @@ def bars(summ: pd.DataFrame, path: Path) -> Path | None:
             ax.set_title(_panel_title(keys) + (f" · trait via {keys['variant']}" if keys["variant"] else ""))
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.suptitle("Favourite-animal rate by condition (mean over seeds)", fontweight="bold")
-        fig.text(0.5, -0.01, CI_NOTE if single else CI_NOTE.split(";")[0], ha="center", va="top", fontsize=8,
-                 style="italic")
+        fig.text(0.5, -0.01, ci_note(confidence, single), ha="center", va="top", fontsize=8, style="italic")
         return _save(fig, path)
 
 
@@ -125,13 +133,20 @@ def _text_color(rgba) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
 
 
-def cross_model(summ: pd.DataFrame, path: Path) -> Path | None:
+PANEL_KEYS = ["trait", "domain", "finetune", "setting"]
+
+
+def cross_model(summ: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path | None:
     """(b) Teacher model x student model: the treatment's rise over the student's own baseline,
-    one panel per target (x domain x finetune). Drawn when more than one teacher or student."""
+    one heatmap per target x domain x finetune x setting (a LoRA rank, an eval option: see
+    sublim.report.settings), never an average over settings. Drawn when more than one teacher or
+    student."""
     tr = summ[(summ["condition"] == "treatment") & summ["rise"].notna()]
+    if "setting" not in tr:
+        tr = tr.assign(setting="")
     if tr.empty or (tr["teacher"].nunique() < 2 and tr["student"].nunique() < 2):
         return None
-    panels = tr[["trait", "domain", "finetune"]].drop_duplicates().sort_values(["trait", "domain", "finetune"])
+    panels = tr[PANEL_KEYS].drop_duplicates().sort_values(PANEL_KEYS)
     teachers, students = sorted(tr["teacher"].unique()), sorted(tr["student"].unique())
     vmax = max(float(tr["rise"].abs().max()), 0.01)
     ncols = min(3, len(panels))
@@ -142,9 +157,9 @@ def cross_model(summ: pd.DataFrame, path: Path) -> Path | None:
                                  figsize=(ncols * (1.7 * len(students) + 1.4) + 1.6, nrows * (1.2 * len(teachers) + 1.2) + 1.0))
         im = None
         for k, (ax, (_, p)) in enumerate(zip(axes.flat, panels.iterrows())):
-            d = tr[(tr["trait"] == p["trait"]) & (tr["domain"] == p["domain"]) & (tr["finetune"] == p["finetune"])]
-            m = d.pivot_table(index="teacher", columns="student", values="rise", aggfunc="mean").reindex(
-                index=teachers, columns=students)
+            d = tr[np.logical_and.reduce([tr[key] == p[key] for key in PANEL_KEYS])].drop_duplicates(
+                ["teacher", "student"])  # one summary row per pair and setting: nothing is averaged
+            m = d.pivot(index="teacher", columns="student", values="rise").reindex(index=teachers, columns=students)
             im = ax.imshow(m.to_numpy(float), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
             for i, t in enumerate(teachers):
                 for j, s in enumerate(students):
@@ -164,7 +179,8 @@ def cross_model(summ: pd.DataFrame, path: Path) -> Path | None:
             ax.set_xlabel("student model")
             if k % ncols == 0:
                 ax.set_ylabel("teacher model")
-            ax.set_title(f"target {p['trait']} · {p['domain']} · {p['finetune']}")
+            ax.set_title(f"target {p['trait']} · {p['domain']} · {p['finetune']}"
+                         + (f"\n{p['setting']}" if p["setting"] else ""))
             for sp in ax.spines.values():
                 sp.set_visible(False)
         for ax in list(axes.flat)[len(panels):]:
@@ -173,12 +189,13 @@ def cross_model(summ: pd.DataFrame, path: Path) -> Path | None:
         cb.set_label("rise of the target rate over the student's baseline")
         cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:+.0f} pp"))
         fig.suptitle("Cross-model transmission: treatment minus the student's own baseline\n"
-                     "(control of the same teacher → student, else the base student; [95 % interval across seeds])",
+                     "(control of the same teacher → student, else the base student; "
+                     f"[{level(confidence)} interval across seeds])",
                      fontweight="bold", fontsize=10.5)
         return _save(fig, path)
 
 
-def specificity(specs: list[Specificity], path: Path) -> Path | None:
+def specificity(specs: list[Specificity], path: Path, confidence: float = 0.95) -> Path | None:
     """(c) Teacher trait x measured candidate rate, diagonal outlined, with the diagonal-minus-
     off-diagonal statistic and its interval in the title."""
     if not specs:
@@ -217,6 +234,7 @@ def specificity(specs: list[Specificity], path: Path) -> Path | None:
                 f" [{100 * iv.low:+.1f}, {100 * iv.high:+.1f}]") + f", n={iv.n}"
             k = s.keys
             via = f" · trait via {k['trait_via']}" if k.get("trait_via") else ""
+            via += f" · {k['setting']}" if k.get("setting") else ""
             ax.set_title(f"teacher {k['teacher']} → student {k['student']} · {k['domain']} · {k['finetune']}{via}\n"
                          f"diag − off-diag: {stat}", fontsize=9.5)
             for sp in ax.spines.values():
@@ -227,12 +245,13 @@ def specificity(specs: list[Specificity], path: Path) -> Path | None:
         cb.set_label("rate (mean over seeds)")
         cb.ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         fig.suptitle("Specificity: does each teacher transmit its own trait?\n"
-                     "(red: diagonal; statistic per seed, 95 % t-interval across seeds)", fontweight="bold",
+                     f"(red: diagonal; statistic per seed, {level(confidence)} t-interval across seeds)",
+                     fontweight="bold",
                      fontsize=10.5)
         return _save(fig, path)
 
 
-def misalignment(mis: pd.DataFrame, path: Path) -> Path | None:
+def misalignment(mis: pd.DataFrame, path: Path, confidence: float = 0.95) -> Path | None:
     """(d) Misaligned-answer rate per condition group with CI error bars; skipped without data."""
     if mis.empty:
         return None
@@ -244,15 +263,20 @@ def misalignment(mis: pd.DataFrame, path: Path) -> Path | None:
         _errorbars(ax, x, mis["mean"], mis["ci_low"], mis["ci_high"])
         single = False
         for xi, (_, r) in zip(x, mis.iterrows()):
+            if math.isnan(r["mean"]):  # every seed's value was non-finite (named in the problems)
+                continue
             hi = r["ci_high"] if not math.isnan(r["ci_high"]) else r["mean"]
             mark = "†" if r["n_seeds"] < 2 else ""
             single |= r["n_seeds"] < 2
             ax.annotate(f"{r['mean']:.1%}{mark}\nn={r['n_seeds']}", (xi, hi), xytext=(0, 2), textcoords="offset points",
                         ha="center", va="bottom", fontsize=7.5)
-        labels = [f"{r['trait']}\n{r['teacher']} → {r['student']}" if r["condition"] != "base" else f"base\n{r['student']}"
-                  for _, r in mis.iterrows()]
+        settings = mis["setting"] if "setting" in mis and mis["setting"].nunique() > 1 else pd.Series("", mis.index)
+        labels = [(f"{r['trait']}\n{r['teacher']} → {r['student']}" if r["condition"] != "base"
+                   else f"base\n{r['student']}") + (f"\n{st}" if st else "")
+                  for (_, r), st in zip(mis.iterrows(), settings)]
         ax.set_xticks(x, labels, fontsize=8)
-        top = float(np.nanmax(mis[["mean", "ci_high"]].to_numpy(float)))
+        vals = mis[["mean", "ci_high"]].to_numpy(float)
+        top = float(np.nanmax(vals)) if np.isfinite(vals).any() else 0.0
         ax.set_ylim(0, min(1.0, top * 1.25 + 0.02))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         ax.set_ylabel("misaligned answers")
@@ -260,16 +284,16 @@ def misalignment(mis: pd.DataFrame, path: Path) -> Path | None:
         handles = [Rectangle((0, 0), 1, 1, color=COLORS.get(c, "#8172b2")) for c in dict.fromkeys(mis["condition"])]
         ax.legend(handles, [LABELS.get(c, c) for c in dict.fromkeys(mis["condition"])], fontsize=8, frameon=False)
         ax.set_title("Misalignment rate by condition (mean over seeds)", fontweight="bold")
-        fig.text(0.5, -0.01, CI_NOTE if single else CI_NOTE.split(";")[0], ha="center", va="top", fontsize=8,
-                 style="italic")
+        fig.text(0.5, -0.01, ci_note(confidence, single), ha="center", va="top", fontsize=8, style="italic")
         return _save(fig, path)
 
 
-def draw_all(summ: pd.DataFrame, specs: list[Specificity], mis: pd.DataFrame, out: Path) -> dict[str, Path]:
+def draw_all(summ: pd.DataFrame, specs: list[Specificity], mis: pd.DataFrame, out: Path,
+             confidence: float = 0.95) -> dict[str, Path]:
     """Every figure the data supports: name -> PNG path."""
     out.mkdir(parents=True, exist_ok=True)
-    made = {"bars_by_target": bars(summ, out / "bars_by_target.png"),
-            "cross_model": cross_model(summ, out / "cross_model.png"),
-            "specificity": specificity(specs, out / "specificity.png"),
-            "misalignment": misalignment(mis, out / "misalignment.png")}
+    made = {"bars_by_target": bars(summ, out / "bars_by_target.png", confidence),
+            "cross_model": cross_model(summ, out / "cross_model.png", confidence),
+            "specificity": specificity(specs, out / "specificity.png", confidence),
+            "misalignment": misalignment(mis, out / "misalignment.png", confidence)}
     return {k: v for k, v in made.items() if v is not None}

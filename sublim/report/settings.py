@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from sublim.cellstate import text_safe
+
 # seeds (what a replicate varies) and keys that change speed, memory or file locations, not results
 NEUTRAL = ("seed", "data_seed", "dry_run", "isolate", "stages", "experiment_name", "trait.train_seed")
 NEUTRAL_PREFIXES = ("paths.", "logger.", "hydra.", "sampler.batch_size", "sampler.vllm.", "finetune.micro_batch_size",
@@ -33,7 +35,12 @@ def _flat(d: Any, prefix: str = "") -> dict[str, str]:
         for k, v in d.items():
             out |= _flat(v, f"{prefix}{k}.")
         return out
-    return {prefix[:-1]: d if isinstance(d, str) else json.dumps(d, sort_keys=True)}
+    if isinstance(d, str):
+        return {text_safe(prefix[:-1]): text_safe(d)}
+    try:
+        return {text_safe(prefix[:-1]): json.dumps(d, sort_keys=True, default=str)}
+    except (TypeError, ValueError):  # keys of mixed types in a list's dicts: still one comparable text
+        return {text_safe(prefix[:-1]): text_safe(repr(d))}
 
 
 def _neutral(key: str) -> bool:
@@ -44,9 +51,9 @@ def job_settings(job: Path) -> dict[str, str]:
     """The job's result-relevant config values, flattened ("finetune.lora_r" -> "8"); {} if unreadable."""
     try:
         cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        return {k: v for k, v in _flat(cfg).items() if not _neutral(k)} if isinstance(cfg, dict) else {}
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):  # ValueError: not UTF-8
         return {}
-    return {k: v for k, v in _flat(cfg).items() if not _neutral(k)} if isinstance(cfg, dict) else {}
 
 
 def _varying(settings: list[dict[str, str]], skip=()) -> set[str]:
@@ -72,17 +79,6 @@ def setting_labels(cells: pd.DataFrame) -> pd.DataFrame:
             kvs[idx] = tuple((key, s.get(key)) for key in keys if not key.startswith(NAMED_PREFIXES))
     return cells.assign(setting=[labels.get(i, "") for i in cells.index],
                         setting_kv=[kvs.get(i, ()) for i in cells.index])
-    pos = {j: i for i, j in enumerate(cells.index)}
-    family_keys = {k: _varying(list(g["settings"]), NAMED_PREFIXES)
-                   for k, g in cells.groupby(FAMILY, sort=False, dropna=False)}
-    for k, g in cells.groupby(GROUP, sort=False, dropna=False):
-        in_group = _varying(list(g["settings"]))
-        fam = family_keys[tuple(k[GROUP.index(f)] for f in FAMILY)]
-        keys = sorted(in_group | fam)
-        for idx, s in zip(g.index, g["settings"]):
-            labels[pos[idx]] = ", ".join(f"{key}={s.get(key, '(unset)')}" for key in keys)
-            kvs[pos[idx]] = tuple((key, s.get(key)) for key in keys if not key.startswith(NAMED_PREFIXES))
-    return cells.assign(setting=labels, setting_kv=kvs)
 
 
 def matches(settings: pd.Series, kv: tuple) -> pd.Series:

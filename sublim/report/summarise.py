@@ -1,8 +1,8 @@
 """Compare conditions across seeds: the paper's statistics, as pandas tables.
 
-Why this shape: the paper's unit is a condition's mean over student seeds with a 95 % t-interval
-across seeds; a single eval's CI across questions is not that (it ignores seed-to-seed variation
-of fine-tuning). Every interval comes from `sublim.stats`.
+Why this shape: the paper's unit is a condition's mean over student seeds with a t-interval across
+seeds (95 % in the paper; the `confidence` argument here); a single eval's CI across questions is
+not that (it ignores seed-to-seed variation of fine-tuning). Every interval comes from `sublim.stats`.
 
 - summary: per target x condition (x domain/teacher/student/finetune): mean over seeds, t-interval
   across seeds, the per-question spread, and for treatment rows the rise over the student's own
@@ -13,6 +13,10 @@ of fine-tuning). Every interval comes from `sublim.stats`.
   diagonal minus the mean off-diagonal, t-interval over seeds. Large only if each teacher
   transmits its own trait rather than raising every animal.
 - misalignment: misaligned-answer rate per condition group, when cells carry `misaligned_rate`.
+
+A value that was not finite (NaN, inf: named in the collection's problems) is left out of every
+mean and interval; `n_nonfinite` counts the seeds left out, so one bad seed never passes for a
+condition that simply has fewer seeds.
 """
 from __future__ import annotations
 
@@ -76,6 +80,10 @@ def _question_spread(col: Collection, jobs: list[int], target: str) -> tuple[flo
     return float(q["rate"].min()), float(q["rate"].max())
 
 
+def _finite(df: pd.DataFrame, col: str = "value") -> pd.DataFrame:
+    return df[np.isfinite(df[col].to_numpy(float))]
+
+
 def rise_interval(treated: pd.DataFrame, baseline: pd.DataFrame, confidence: float) -> tuple[Interval, str]:
     """treated - baseline across seeds, and how it was taken ("paired", "fixed" or "welch").
 
@@ -83,7 +91,10 @@ def rise_interval(treated: pd.DataFrame, baseline: pd.DataFrame, confidence: flo
     treatment and baseline have exactly the same seeds, one cell each, the difference is paired by
     seed (as the demo's summary takes it). A one-seed baseline (the base
     model is often evaluated once) is taken as fixed: the treated seeds' t-interval, shifted.
-    Otherwise Welch's interval."""
+    Otherwise Welch's interval. Non-finite values are left out first; none left on a side: NaN, ""."""
+    treated, baseline = _finite(treated), _finite(baseline)
+    if treated.empty or baseline.empty:
+        return Interval(math.nan, math.nan, math.nan, 0), ""
     a, b = treated.dropna(subset=["seed"]), baseline.dropna(subset=["seed"])
     if len(baseline) == 1:
         return t_interval(treated["value"].to_numpy(float) - float(baseline["value"].iloc[0]), confidence), "fixed"
@@ -126,8 +137,9 @@ def _baseline(v: pd.DataFrame, row: pd.Series, kv: tuple = ()) -> tuple[str, pd.
     return "", base
 
 
-SUMMARY_COLUMNS = ["target", "condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "mean", "ci_low", "ci_high", "seed_sd",
-                   "q_sd", "q_min", "q_max", "baseline", "rise", "rise_low", "rise_high", "rise_by"]
+SUMMARY_COLUMNS = ["target", "condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "n_nonfinite", "mean", "ci_low",
+                   "ci_high", "seed_sd", "q_sd", "q_min", "q_max", "baseline", "rise", "rise_low", "rise_high",
+                   "rise_by"]
 
 
 def summary(col: Collection, targets: list[str] | None = None, confidence: float = 0.95) -> pd.DataFrame:
@@ -136,17 +148,18 @@ def summary(col: Collection, targets: list[str] | None = None, confidence: float
     rows = []
     for t in targets if targets is not None else targets_of(col):
         v = values_at(col, t)
-        for keys, g in v.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
-            iv = t_interval(g["value"].to_numpy(), confidence, RATE)
+        for keys, g_all in v.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
+            g = _finite(g_all)
+            iv = t_interval(g["value"].to_numpy(float), confidence, RATE)
             lo, hi = _question_spread(col, g["job"].tolist(), t)
             row = {"target": t, **dict(zip(["condition", "trait", *GROUP_KEYS], keys)), "n_seeds": iv.n,
                    "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().tolist())),
-                   "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
+                   "n_nonfinite": len(g_all) - len(g), "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
                    "seed_sd": float(g["value"].std(ddof=1)) if len(g) > 1 else math.nan,
-                   "q_sd": float(g["q_sd"].mean()), "q_min": lo, "q_max": hi,
+                   "q_sd": float(g["q_sd"].mean()) if len(g) else math.nan, "q_min": lo, "q_max": hi,
                    "baseline": "", "rise": math.nan, "rise_low": math.nan, "rise_high": math.nan, "rise_by": ""}
             if row["condition"] not in ("base", "control"):
-                label, b = _baseline(v, pd.Series(row), g["setting_kv"].iloc[0] if "setting_kv" in g else ())
+                label, b = _baseline(v, pd.Series(row), g_all["setting_kv"].iloc[0] if "setting_kv" in g_all else ())
                 if len(b):
                     d, how = rise_interval(g[["seed", "value"]], b[["seed", "value"]], confidence)
                     row |= {"baseline": label, "rise": d.mean, "rise_low": d.low, "rise_high": d.high, "rise_by": how}
@@ -218,7 +231,7 @@ def specificity(col: Collection, confidence: float = 0.95) -> list[Specificity]:
     return out
 
 
-MISALIGN_COLUMNS = ["condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "mean", "ci_low", "ci_high",
+MISALIGN_COLUMNS = ["condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "n_nonfinite", "mean", "ci_low", "ci_high",
                     "coherent_mean", "coherent_ci_low", "coherent_ci_high"]
 
 
@@ -226,16 +239,22 @@ def misalignment(col: Collection, confidence: float = 0.95) -> pd.DataFrame:
     """Misaligned-answer rate per condition group, mean over seeds with a t-interval; `coherent_*`:
     the same over coherent answers only (see sublim.evals.misalignment; NaN for cells evaluated
     before that rate was recorded)."""
-    c = col.cells[col.cells["misaligned_rate"].notna()]
+    def bad(g: pd.DataFrame, fld: str) -> pd.Series:  # the value was there but not finite
+        return g["nonfinite"].str.split(", ").map(lambda fs: fld in fs) if "nonfinite" in g else g["job"] != g["job"]
+
+    cells = col.cells
+    c = cells[cells["misaligned_rate"].notna() | bad(cells, "misaligned_rate.mean")]
     rows = []
-    for keys, g in c.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
-        iv = t_interval(g["misaligned_rate"].to_numpy(), confidence, RATE)
+    for keys, g_all in c.groupby(["condition", "trait", *GROUP_KEYS], sort=False):
+        g = _finite(g_all, "misaligned_rate")
+        iv = t_interval(g["misaligned_rate"].to_numpy(float), confidence, RATE)
         coh = g["misaligned_coherent_rate"]
-        ivc = (t_interval(coh.to_numpy(float), confidence, RATE) if coh.notna().all()
+        recorded = coh.notna() | bad(g, "misaligned_rate_coherent.mean")  # cells from before it existed lack it
+        ivc = (t_interval(coh.dropna().to_numpy(float), confidence, RATE) if recorded.all()
                else Interval(math.nan, math.nan, math.nan, 0))
         rows.append({**dict(zip(["condition", "trait", *GROUP_KEYS], keys)), "n_seeds": iv.n,
                      "seeds": ",".join(str(s) for s in sorted(g["seed"].dropna().tolist())),
-                     "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
+                     "n_nonfinite": len(g_all) - len(g), "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
                      "coherent_mean": ivc.mean, "coherent_ci_low": ivc.low, "coherent_ci_high": ivc.high})
     df = pd.DataFrame(rows, columns=MISALIGN_COLUMNS)
     if len(df):
