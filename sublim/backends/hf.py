@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from sublim.backends.base import Batch, Chat, SamplingParams
 from sublim.backends.tokens import answer_token_ids, context_limit, end_token_ids
@@ -81,18 +82,21 @@ class HFSampler:
             if self.sort_by_length:
                 lengths = [len(ids) for ids in self.tokenizer(texts[w0:w1], add_special_tokens=False)["input_ids"]]
                 order = [w0 + i for i in longest_first(lengths)]
-            done: dict[int, tuple[str, int]] = {}
+            done: dict[int, tuple[str, int, bool]] = {}
             for k, b in enumerate(range(0, len(order), batch_size)):
                 rows = order[b:b + batch_size]
                 outs = self._generate_batch([texts[i] for i in rows], params, batch_seed(seed, w0 // batch_size + k))
                 done.update(zip(rows, outs))
                 bar.update(sum(i >= start for i in rows))
             keep = range(max(w0, start), w1)
-            yield Batch(keep.start, [done[i][0] for i in keep], sum(done[i][1] for i in keep))
+            yield Batch(keep.start, [done[i][0] for i in keep], sum(done[i][1] for i in keep),
+                        [done[i][2] for i in keep])
         bar.close()
 
-    def _generate_batch(self, texts: list[str], params: SamplingParams, seed: int) -> list[tuple[str, int]]:
-        """(completion, generated token count) for each rendered prompt, sampled as one batch."""
+    def _generate_batch(self, texts: list[str], params: SamplingParams, seed: int) -> list[tuple[str, int, bool]]:
+        """(completion, generated token count, truncated) for each rendered prompt, sampled as one
+        batch. Truncated: no end id (`end_ids`) among the row's generated ids, i.e. it stopped at
+        max_new_tokens (finished rows end with one, then padding)."""
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(seed)
         sampling = params.temperature > 0
@@ -110,7 +114,9 @@ class HFSampler:
         )
         new = out[:, enc["input_ids"].shape[1]:]
         counts = (new != self.tokenizer.pad_token_id).sum(dim=1).tolist()
-        return list(zip(self.tokenizer.batch_decode(new, skip_special_tokens=True), map(int, counts)))
+        ended = torch.isin(new, torch.tensor(sorted(self.end_ids), dtype=new.dtype, device=new.device)).any(dim=1)
+        truncated = [not e for e in ended.tolist()]
+        return list(zip(self.tokenizer.batch_decode(new, skip_special_tokens=True), map(int, counts), truncated))
 
     def answer_ids(self, chat: Chat, answer: str) -> tuple[list[int], list[int]]:
         """Token ids of the prompt and of the answer up to and including the end-of-turn token."""
@@ -122,10 +128,62 @@ class HFSampler:
 
     @torch.inference_mode()
     def score(self, chats: list[Chat], answers: list[str], batch_size: int, desc: str = "scoring") -> list[float]:
-        """log P(answer, then end of turn | chat) for each (chat, answer) pair: exact, no sampling."""
+        """log P(answer, then end of turn | chat) for each (chat, answer) pair: exact, no sampling.
+
+        Where chats repeat (the exact preference eval: every candidate form of one question), each
+        prompt runs once and its answers are scored from its cached keys and values; otherwise (one
+        answer per chat: the score stage) whole sequences are batched. Both give the score of the
+        whole conversation's tokenization (sublim.backends.tokens.answer_token_ids)."""
         if len(chats) != len(answers):
             raise ValueError(f"{len(chats)} chats but {len(answers)} answers")
         pairs = [self.answer_ids(c, a) for c, a in zip(chats, answers)]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (prompt, _) in enumerate(pairs):
+            groups.setdefault(tuple(prompt), []).append(i)
+        if len(pairs) >= 2 * len(groups):
+            return self._score_from_prefixes(pairs, groups, batch_size, desc)
+        return self._score_whole(pairs, batch_size, desc)
+
+    @torch.inference_mode()
+    def _score_from_prefixes(self, pairs: list[tuple[list[int], list[int]]], groups: dict[tuple[int, ...], list[int]],
+                             batch_size: int, desc: str) -> list[float]:
+        """Each prompt's forward pass once (its cache and last logits), then its answers in batches
+        fed after a copy of that cache: an answer's first token is scored by the prompt's last
+        logits, the rest by the answer's own positions."""
+        out = [0.0] * len(pairs)
+        pad = self.tokenizer.pad_token_id
+        for prompt, members in tqdm(groups.items(), desc=desc, unit="prompt", dynamic_ncols=True):
+            ids = torch.tensor([prompt], device=self.device)
+            first = self.model(input_ids=ids, use_cache=True)
+            prefix = [(layer.keys, layer.values) for layer in first.past_key_values.layers]
+            last = torch.log_softmax(first.logits[0, -1].float(), dim=-1).tolist()
+            members = sorted(members, key=lambda i: len(pairs[i][1]))  # batches of like length pad little
+            for b0 in range(0, len(members), batch_size):
+                chunk = members[b0:b0 + batch_size]
+                tails = [pairs[i][1] for i in chunk]
+                scores = [last[t[0]] for t in tails]
+                width = max(map(len, tails)) - 1
+                if width > 0:  # answers of one token are scored by the prompt's last logits alone
+                    feed = torch.full((len(chunk), width), pad, dtype=torch.long)
+                    for r, t in enumerate(tails):  # right padding: a token never attends to a later pad
+                        feed[r, : len(t) - 1] = torch.tensor(t[:-1])
+                    n = len(chunk)  # a fresh cache each batch: the forward appends to it
+                    cache = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix],
+                                         config=self.model.config)
+                    logits = self.model(input_ids=feed.to(self.device), past_key_values=cache, use_cache=True,
+                                        attention_mask=torch.ones((len(chunk), len(prompt) + width), dtype=torch.long,
+                                                                  device=self.device)).logits
+                    logp = torch.log_softmax(logits.float(), dim=-1)
+                    for r, t in enumerate(tails):
+                        if len(t) > 1:
+                            scores[r] += float(logp[r, torch.arange(len(t) - 1), torch.tensor(t[1:])].sum())
+                for i, v in zip(chunk, scores):
+                    out[i] = v
+        return out
+
+    @torch.inference_mode()
+    def _score_whole(self, pairs: list[tuple[list[int], list[int]]], batch_size: int, desc: str) -> list[float]:
+        """Whole sequences (prompt + answer) in batches, the output layer only where answers are."""
         # each score is its own sequence's: batching by length changes padding, not results
         order = longest_first([len(p) + len(a) for p, a in pairs]) if self.sort_by_length else list(range(len(pairs)))
         scores: list[float] = []
