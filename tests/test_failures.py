@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sublim.cache import Store
-from sublim.cli import explain
+from sublim.failures import explain
 from sublim.errors import ModelLoadError
 from sublim.fingerprint import is_local_path, model_fingerprint
 from sublim.pipeline import model_load_error
