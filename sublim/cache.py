@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sublim.cellstate import pid_alive
 from sublim.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,6 @@ def stage_key(stage: str, version: int, spec: dict[str, Any]) -> str:
     """Content hash of what determines a stage's output (spec includes upstream keys)."""
     blob = json.dumps({"stage": stage, "version": version, "spec": spec}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:  # no pid recorded: kill(-1, 0) would ask about every process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -180,7 +169,7 @@ class Store:
         except json.JSONDecodeError:  # written but not yet filled: give the writer a moment
             age = time.time() - path.stat().st_mtime if path.exists() else 0
             return {"token": None} if age > self.stale_after_s else None
-        if owner.get("host") == self.host and not _pid_alive(int(owner.get("pid", -1))):
+        if owner.get("host") == self.host and not pid_alive(int(owner.get("pid", -1))):
             return owner
         return owner if age > self.stale_after_s else None
 

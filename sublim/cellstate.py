@@ -256,8 +256,10 @@ def read_heartbeat(job_dir: str | Path) -> tuple[Optional[dict], Optional[str]]:
             "error": _first_line(raw["error"]) if raw.get("error") is not None else None, "mtime": mtime}, None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:  # 0 and negative pids address process groups: never a job
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid lives on this host (the store's locks and the jobs' heartbeats).
+    0 and negative pids address process groups: never a job."""
+    if pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -272,7 +274,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _alive_here(pid: int, pid_start: Optional[int]) -> tuple[bool, str]:
     """Is process `pid` of this host alive (and the same process as when it wrote pid_start)?"""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False, f"pid {pid} is gone"
     f = _proc_stat(pid)
     if f:
