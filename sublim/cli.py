@@ -190,7 +190,7 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     import torch
 
     # CPU float sums depend on the thread count: pin it so a cell gives the same samples wherever it runs
-    torch.set_num_threads(threads())
+    torch.set_num_threads(plan.steps[0].runtime.threads if plan.steps else threads())
     artifacts = execute(plan, store, isolate=wants_isolation(cfg.isolate, plan.target.device))
     if cfg.task == "mnist":
         return report_mnist(cfg, artifacts["mnist"], job_dir)

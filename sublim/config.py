@@ -133,6 +133,9 @@ class ModelConfig:
     # The system prompt a student and the eval see: explicit, recorded and hashed.
     # null sends no system message (the chat template may still add its own default).
     system_prompt: Optional[str] = None
+    # torch threads on CPU while the cell runs, when this model wants more than OMP_NUM_THREADS
+    # (default 1, best for tiny models); speed only, in no key
+    threads: Optional[int] = num(None, ">= 1", "torch threads on CPU; null: OMP_NUM_THREADS")
 
 
 @dataclass

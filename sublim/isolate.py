@@ -31,12 +31,9 @@ def wants_isolation(mode: str, device: str) -> bool:
 
 
 def main(step_path: str) -> None:
-    import os
-
-    import torch
+    import torch  # heavy: only the stage process needs it
 
     exit_with_parent()  # the job that started this stage was killed: no orphan holding the GPU
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     # the stage's own lines (resume points, filter shortfalls) on stderr, as the job's are
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     data = json.loads(Path(step_path).read_text())
@@ -46,6 +43,7 @@ def main(step_path: str) -> None:
     if step.key != data["key"]:
         sys.exit(f"stage {data['stage']}: the step file's spec hashes to {step.key}, not {data['key']} "
                  "(sublim changed between the job and this process?)")
+    torch.set_num_threads(step.runtime.threads)
     run_step(step, Store(step.runtime.artifacts))
 
 

@@ -63,6 +63,10 @@ RUNTIME_KEYS = {
     "dry_run": "what the job should do: print the plan or run it",
     "stages": "what the job should do: which stages to run (each keeps its own key)",
     "isolate": "whether a stage runs in its own process (GPU memory): the same computation",
+    "teacher.threads": "torch threads on CPU: speed (the device and dtypes are keyed)",
+    "student.threads": "as teacher.threads",
+    "filter.judge.model.threads": "as teacher.threads",
+    "eval.judge.model.threads": "as teacher.threads",
 }
 MODEL_LIBRARIES = ("torch", "transformers")  # what computes with a model: keyed (sublim.spec.libraries)
 TRAIN_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
@@ -109,6 +113,8 @@ class Builder:
 
     def __init__(self, cfg: Config, target: Target, threads: int = 1):
         self.cfg, self.target = cfg, target
+        models = (cfg.teacher, cfg.student, cfg.filter.judge.model, cfg.eval.judge.model)
+        threads = max([threads] + [m.threads for m in models if m is not None and m.threads])
         self.root = Path(cfg.paths.artifacts)
         self.steps: dict[tuple[str, str], Step] = {}
         self.unresolved: list[str] = []
