@@ -192,7 +192,7 @@ def test_prune_yes_removes_exactly_the_unused(store, monkeypatch):
             raise PermissionError(13, "Permission denied", str(src))
         return real_rename(src, dst)
 
-    monkeypatch.setattr(inv_mod.os, "rename", rename)
+    monkeypatch.setattr(os, "rename", rename)  # the one removal.py calls
     lines: list[str] = []
     res = prune(inv, u, yes=True, say=lines.append)
     gone = {f"sample/{K('S2')}", f"mnist/{K('M2')}", f"filter/.work/{K('Wdead')}", f"sample/.locks/{K('Lalone')}.lock"}

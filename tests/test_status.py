@@ -268,7 +268,7 @@ def test_watch_on_a_terminal_redraws_and_ctrl_c_exits_quietly(tmp_path, sweep, m
     def interrupt(_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(status.time, "sleep", interrupt)
+    monkeypatch.setattr(time, "sleep", interrupt)  # the one display.watch calls
     tty.seek(0)
     tty.truncate()
     assert status.main(["--watch", "1", str(sweep)]) == 0  # #2 runs, #4 waits: it would go on

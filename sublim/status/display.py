@@ -1,0 +1,160 @@
+"""How sublim-status shows a snapshot: the header and one line per cell, the --json object, the
+plain event lines and the --watch loop (a redraw on a terminal, event lines elsewhere), all printed
+so that any terminal can encode them (typography in ASCII, anything else escaped). Formatting only:
+the states, rates and estimate come from the snapshot.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sublim import cellstate
+from sublim.cellstate import text_safe
+from sublim.status.read import Cell
+from sublim.status.snapshots import Snapshot, snapshot
+
+COUNT_ORDER = (("ok", "done"), ("running", "running"), ("failed", "failed"), ("dead", "dead"),
+               ("not started", "not started"))
+CLEAR = "\x1b[H\x1b[J"
+ASCII = str.maketrans({"—": "--", "–": "-", "−": "-", "→": "->", "·": "|", "×": "x", "…": "...",
+                       "≥": ">=", "≤": "<=", "±": "+/-", "\u00a0": " "})
+
+
+def console(text: str, stream=None) -> str:
+    """`text` as `stream` (default stdout) can encode it: typography in ASCII, anything else escaped.
+    (sublim.report.cli has the same helper, but importing it pulls in pandas and matplotlib.)"""
+    enc = getattr(stream or sys.stdout, "encoding", None) or "ascii"
+    try:
+        text.encode(enc)
+        return text
+    except (UnicodeEncodeError, LookupError):
+        pass
+    try:
+        return text.translate(ASCII).encode(enc, "backslashreplace").decode(enc)
+    except LookupError:
+        return text.translate(ASCII).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def say(text: str, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(console(text, stream) + "\n")
+    stream.flush()
+
+
+def rate_text(label: Optional[str], r: Optional[dict]) -> str:
+    if r is None:
+        return ""
+    return f"{label} {r['mean']:.1%} [{r['ci_low']:.1%}, {r['ci_high']:.1%}]"
+
+
+def _label(job: int | str) -> str:
+    return f"#{job}"
+
+
+def header(snap: Snapshot) -> str:
+    n = snap.counts()
+    counts = ", ".join(f"{n[s]} {word}" for s, word in COUNT_ORDER)
+    return f"sweep {text_safe(str(snap.sweep))}: {counts} of {len(snap.cells)} cells; {snap.estimate.text}"
+
+
+def detail(c: Cell, now: float) -> str:
+    """What to say after the cell's name: its result, its stage, or why it stopped."""
+    st = c.state.state
+    if st == "ok":
+        none = f" ({c.condition}: no target rate)" if c.condition else ""
+        return rate_text(c.target, c.rate) or c.state.reason + none
+    if st == "running":
+        hb = c.state.heartbeat or {}
+        where = f"pid {hb.get('pid')} on {hb.get('host')}"
+        ran = f", running for {cellstate._ago(now - c.started)}" if c.started is not None else ""
+        quiet = ""
+        if hb.get("updated") is not None and hb.get("host") == socket.gethostname() \
+                and now - hb["updated"] > cellstate._stale_after(hb):
+            quiet = f"; heartbeat silent for {cellstate._ago(now - hb['updated'])} (stopped or hung?)"
+        if c.computing:
+            what = ", ".join(f"{x['stage']} ({x['key'][:8]})" + (f" for {cellstate._ago(x['seconds'])}"
+                                                                 if x["seconds"] is not None else "")
+                             for x in c.computing)
+            return f"computing {what} ({where}{ran}){quiet}"
+        if not c.artifacts:
+            return f"running ({where}{ran}; store unknown: pass --artifacts to see its stage){quiet}"
+        return f"running ({where}{ran}); holds no store lock: between stages or waiting for another job's{quiet}"
+    if st in ("failed", "dead"):
+        return c.state.reason + (f" (log: {c.log})" if c.log else "")
+    return ""
+
+
+def cell_line(c: Cell, now: float, width: int = 0) -> str:
+    d = detail(c, now)
+    return f"{_label(c.job):>{width}}  {c.state.state:<11}  {c.name}" + (f"  {d}" if d else "")
+
+
+def render(snap: Snapshot) -> list[str]:
+    width = max((len(_label(c.job)) for c in snap.cells), default=0)
+    return [header(snap)] + [cell_line(c, snap.now, width) for c in snap.cells]
+
+
+def as_json(snap: Snapshot) -> dict:
+    e = snap.estimate
+    return {
+        "sweep": text_safe(str(snap.sweep)),
+        "time": snap.now,
+        "counts": snap.counts() | {"total": len(snap.cells)},
+        "final": snap.final(),
+        "estimate": {"seconds_left": e.seconds, "text": e.text, "finished_cells": e.finished_cells,
+                     "cell_seconds": e.cell_s, "running_at_once": e.parallel, "stage_seconds": e.stage_s},
+        "cells": [{"job": c.job, "state": c.state.state, "reason": c.state.reason, "name": c.name,
+                   "overrides": c.overrides, "job_dir": text_safe(str(c.state.job_dir)) if c.state.job_dir else None,
+                   "log": c.log, "artifacts": text_safe(c.artifacts) if c.artifacts else None,
+                   "target": c.target, "target_rate": c.rate, "computing": c.computing, "started": c.started,
+                   "seconds_left": c.remaining_s, "line": cell_line(c, snap.now)} for c in snap.cells],
+    }
+
+
+def changes(before: Optional[Snapshot], after: Snapshot) -> list[str]:
+    """One plain line per cell whose state changed: started, finished (its rate), failed, dead."""
+    old = {c.job: c.state.state for c in before.cells} if before else {}
+    out = []
+    stamp = time.strftime("%H:%M:%S", time.localtime(after.now))
+    for c in after.cells:
+        was, st = old.get(c.job, "not started"), c.state.state
+        if st == was:
+            continue
+        if st == "running":
+            what = "started" if was == "not started" else f"running again (was {was})"
+            d = f"  computing {c.computing[0]['stage']}" if c.computing else ""
+            out.append(f"{stamp} {_label(c.job)} {what}: {c.name}{d}")
+        elif st == "ok":
+            r = rate_text(c.target, c.rate) or (f"({c.condition}: no target rate)" if c.condition else "")
+            out.append(f"{stamp} {_label(c.job)} finished: {c.name}" + (f"  {r}" if r else ""))
+        elif st in ("failed", "dead"):
+            out.append(f"{stamp} {_label(c.job)} {st}: {c.name}  {detail(c, after.now)}")
+        else:
+            out.append(f"{stamp} {_label(c.job)} {st}: {c.name}")
+    return out
+
+
+def watch(sweep: Path, every: float, artifacts: Optional[str], sleep: Optional[Callable[[float], Any]] = None) -> int:
+    """Redraw (a terminal) or print each cell event (anything else) until every cell is final."""
+    tty = sys.stdout.isatty()
+    before: Optional[Snapshot] = None
+    while True:
+        snap = snapshot(sweep, artifacts)
+        if tty:
+            foot = "all cells final" if snap.final() else f"refreshing every {every:g} s; Ctrl-C to stop"
+            sys.stdout.write(CLEAR)
+            say("\n".join(render(snap) + ["", f"{time.strftime('%H:%M:%S')}  {foot}"]))
+        elif before is None:
+            say("\n".join(render(snap)))
+        else:
+            for line in changes(before, snap):
+                say(line)
+            if snap.final():
+                say(header(snap))
+        if snap.final():
+            return 0
+        before = snap
+        (sleep or time.sleep)(every)
