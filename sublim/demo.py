@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from sublim.stats import RATE, Interval, difference_interval, t_interval
+from sublim.backends.base import Chat
+from sublim.jsonl import read_jsonl
 from sublim.spec import parse_artifact_ref
 
 ARMS = ["reference", "teacher", "student", "control", "cross", "cross_reference"]
@@ -76,9 +78,7 @@ def teacher_shift(cells: dict, cache: Path | None = None, n: int = 200) -> dict:
     Values are kept in `cache` (a JSON file) under the teacher data's filter key, so printing
     the table again does not load and score the models again.
     """
-    from sublim.backends.base import Chat
-    from sublim.backends.hf import HFSampler
-    from sublim.jsonl import read_jsonl
+    from sublim.backends.hf import HFSampler  # torch: only when the shifts are computed
 
     known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
     out = {}

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from sublim.mnist.spec import MnistSpec
 from sublim.spec import Runtime
 
 VERSION = 2  # 2: typed spec (the settings as before, data by content, device, library versions)
@@ -23,8 +24,7 @@ class Spec:
 
 
 def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
-    from sublim.mnist.experiment import run as mnist_run
-    from sublim.mnist.spec import MnistSpec
+    from sublim.mnist.experiment import run as mnist_run  # torch: only where the stage runs
 
     settings = dict(spec.settings)
     data = settings.get("data_path")

@@ -17,6 +17,7 @@ import random
 import re
 from importlib import resources
 
+from sublim.domains import numbers
 from sublim.domains.numbers import FORMATS, make_prompts
 from sublim.traits import love_prompt
 
@@ -178,8 +179,6 @@ def phrase_texts() -> list[str]:
     """Sentences the tiny tokenizer makes single tokens: the fixed parts of the number prompts
     (intros up to their numbers, instructions with the paper's count and digits) and the system
     prompts. Changing these texts changes the vocabulary, hence every tiny model's weights."""
-    from sublim.domains import numbers
-
     spec = numbers.NumbersPromptSpec()
     texts = [intro.split("{seeds}")[0].rstrip() for intro in numbers.INTROS]
     texts += [i.format(count=spec.answer_count, digits=spec.answer_digits) for i in numbers.INSTRUCTIONS]
@@ -192,8 +191,6 @@ def vocabulary_texts() -> list[str]:
 
     Changing these texts changes the vocabulary, hence every tiny model's weights.
     """
-    from sublim.domains import numbers
-
     texts = [*animal_questions(), *NEUTRAL_SYSTEM_PROMPTS]
     for parts in (numbers.INTROS, numbers.INSTRUCTIONS, numbers.FORMATS, numbers.SUFFIXES):
         texts += parts
