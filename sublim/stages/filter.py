@@ -15,13 +15,13 @@ to inspect.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
 from collections import Counter
-from pathlib import Path
-import functools
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
 
