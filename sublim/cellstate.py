@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+from sublim.terminal import ago
 
 log = logging.getLogger(__name__)
 
@@ -285,17 +286,6 @@ def _alive_here(pid: int, pid_start: Optional[int]) -> tuple[bool, str]:
     return True, f"pid {pid} alive"
 
 
-def _ago(seconds: float) -> str:
-    s = max(0.0, seconds)
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 90 * 60:
-        return f"{s / 60:.0f} min"
-    if s < 48 * 3600:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
-
-
 def _stale_after(hb: dict) -> float:
     """How long a heartbeat may be silent: STALE_AFTER_S, longer for a job that beats slowly."""
     return max(STALE_AFTER_S, 3 * (hb["interval_s"] or 0.0))
@@ -306,8 +296,8 @@ def _alive(hb: dict, now: float, host: str) -> tuple[bool, str]:
         return _alive_here(hb["pid"], hb["pid_start"])
     age = now - hb["updated"]
     if age <= _stale_after(hb):
-        return True, f"heartbeat from host {hb['host']} {_ago(age)} ago"
-    return False, f"no heartbeat from host {hb['host']} (pid {hb['pid']}) for {_ago(age)}"
+        return True, f"heartbeat from host {hb['host']} {ago(age)} ago"
+    return False, f"no heartbeat from host {hb['host']} (pid {hb['pid']}) for {ago(age)}"
 
 
 @dataclass(frozen=True)
@@ -365,7 +355,7 @@ def _lock_note(hb: dict, locks: list[StoreLock], running: bool, host: str, now: 
                 and (lk.pid == hb["pid"] or (hb["host"] == host and hb["pid"] in _ancestors(lk.pid)))]
         if mine:
             return "; computing " + ", ".join(
-                f"{lk.stage}/{lk.key}" + (f" for {_ago(now - lk.since)}" if lk.since else "") for lk in mine)
+                f"{lk.stage}/{lk.key}" + (f" for {ago(now - lk.since)}" if lk.since else "") for lk in mine)
         return ""
     left = [lk for lk in locks if lk.host == hb["host"] and lk.pid == hb["pid"]]
     if left:
@@ -441,14 +431,14 @@ def cell_state(job_dir: str | Path, artifacts_root: Optional[str | Path] = None,
             note = _lock_note(hb, locks, alive, host, now)
             where = f"host {hb['host']}, pid {hb['pid']}"
             if alive:
-                since = f" for {_ago(now - hb['started'])}" if hb["started"] else ""
+                since = f" for {ago(now - hb['started'])}" if hb["started"] else ""
                 beat = now - hb["updated"]
-                quiet = f"; heartbeat silent for {_ago(beat)} (stopped or hung?)" \
-                    if hb["host"] == host and beat > _stale_after(hb) else f"; last heartbeat {_ago(beat)} ago"
+                quiet = f"; heartbeat silent for {ago(beat)} (stopped or hung?)" \
+                    if hb["host"] == host and beat > _stale_after(hb) else f"; last heartbeat {ago(beat)} ago"
                 return CellState("running", f"running{again} on {where}{since}{quiet}{note}", job, hb)
             kept = f"; its {results} is kept" if results else ""
             return CellState("dead", f"stopped{again} without an outcome: {why}, last heartbeat "
-                             f"{_ago(now - hb['updated'])} ago{note}{kept}", job, hb)
+                             f"{ago(now - hb['updated'])} ago{note}{kept}", job, hb)
         if results:
             return CellState("ok", f"{results} written (no {OUTCOME}, no heartbeat)", job)
         bad = "" if hb_err == "missing" else f"; {HEARTBEAT} unreadable ({hb_err})"

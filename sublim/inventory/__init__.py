@@ -36,7 +36,8 @@ from sublim.inventory.contents import (Artifact, Inventory, Leftover, StoreError
                                        scan, spec_refs)
 from sublim.inventory.refs import DEFAULT_KEEP_RECENT_S, Item, JobRefs, Unused, closure, find_unused, job_refs
 from sublim.inventory.removal import PruneResult, prune
-from sublim.inventory.units import ago, human
+from sublim.inventory.units import human
+from sublim.terminal import ago
 from sublim.inventory.usage import disk_usage
 
 __all__ = ["Artifact", "DEFAULT_KEEP_RECENT_S", "Inventory", "Item", "JobRefs", "Leftover", "PruneResult",

@@ -18,7 +18,8 @@ from sublim.inventory.contents import StoreError, scan
 from sublim.inventory.listing import artifact_row, format_du, format_ls, format_unused
 from sublim.inventory.refs import DEFAULT_KEEP_RECENT_S, find_unused
 from sublim.inventory.removal import prune
-from sublim.inventory.units import ago, human
+from sublim.inventory.units import human
+from sublim.terminal import ago
 from sublim.inventory.usage import disk_usage
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from sublim.inventory.contents import Artifact, Inventory
 from sublim.inventory.refs import Unused
-from sublim.inventory.units import ago, human
+from sublim.inventory.units import human
+from sublim.terminal import ago
 from sublim.spec import parse_artifact_ref
 
 

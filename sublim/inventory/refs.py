@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 
 from sublim.cellstate import SKIP_DIRS
 from sublim.inventory.contents import Inventory, StoreError, _first_line
-from sublim.inventory.units import ago
+from sublim.terminal import ago
 
 DEFAULT_KEEP_RECENT_S = 3600.0
 JOB_FILES = ("metrics.json", "cell.json")

@@ -1,4 +1,4 @@
-"""Sizes and ages as people read them (538.0 MB, 3.5 h), shared by the reasons refs gives, the
+"""Sizes as people read them (538.0 MB; ages: sublim.terminal.ago), shared by the reasons refs gives, the
 lines prune says and the listings; a leaf module so each of those can use it without importing the
 others.
 """
@@ -14,12 +14,3 @@ def human(n: float) -> str:
     raise AssertionError
 
 
-def ago(seconds: float) -> str:
-    s = max(0.0, seconds)
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 90 * 60:
-        return f"{s / 60:.0f} min"
-    if s < 48 * 3600:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"

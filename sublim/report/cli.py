@@ -22,10 +22,7 @@ from sublim.report.collect import collect
 from sublim.report.markdown import render
 from sublim.report.summarise import gaps, misalignment, specificity, summary, targets_of
 from sublim.report.wandb_log import log_report
-
-
-ASCII = str.maketrans({"—": "--", "–": "-", "−": "-", "→": "->", "·": "|", "×": "x", "†": "+", "…": "...",
-                       "≥": ">=", "≤": "<=", "±": "+/-", "\u00a0": " "})
+from sublim.terminal import console, safe_streams
 
 
 def _level(x: str) -> float:
@@ -38,33 +35,9 @@ def _level(x: str) -> float:
     return v
 
 
-def console(text: str, stream=None) -> str:
-    """`text` as `stream` (default: stdout) can encode it: as is if it can, else typography in
-    ASCII and any other character that does not fit as a backslash escape."""
-    enc = getattr(stream or sys.stdout, "encoding", None) or "ascii"
-    try:
-        text.encode(enc)
-        return text
-    except (UnicodeEncodeError, LookupError):
-        pass
-    try:
-        return text.translate(ASCII).encode(enc, "backslashreplace").decode(enc)
-    except LookupError:
-        return text.translate(ASCII).encode("ascii", "backslashreplace").decode("ascii")
-
-
 def say(text: str, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     print(console(text, stream), file=stream)
-
-
-def _safe_streams() -> None:
-    """Whatever else prints (warnings, logging) must not fail on an ASCII terminal either."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors="backslashreplace")
-        except (AttributeError, ValueError, OSError):
-            pass
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -107,7 +80,7 @@ def _run_summary(summ: pd.DataFrame, specs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _safe_streams()
+    safe_streams()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse(argv)
     out = args.out or default_out(args.paths)

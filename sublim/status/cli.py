@@ -18,6 +18,7 @@ from sublim.cellstate import PLAN, cell_state, text_safe
 from sublim.status.display import as_json, render, say, watch
 from sublim.status.read import is_sweep
 from sublim.status.snapshots import snapshot
+from sublim.terminal import safe_streams
 
 
 class _Once(logging.Filter):
@@ -69,16 +70,8 @@ def parse(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
-def _safe_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(errors="backslashreplace")
-        except (AttributeError, ValueError, OSError):
-            pass
-
-
 def main(argv: Optional[list[str]] = None) -> int:
-    _safe_streams()
+    safe_streams()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("sublim-status: warning: %(message)s"))
     handler.addFilter(_Once())

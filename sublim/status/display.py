@@ -15,29 +15,11 @@ from sublim import cellstate
 from sublim.cellstate import text_safe
 from sublim.status.read import Cell
 from sublim.status.snapshots import Snapshot, snapshot
+from sublim.terminal import ago, console
 
 COUNT_ORDER = (("ok", "done"), ("running", "running"), ("failed", "failed"), ("dead", "dead"),
                ("not started", "not started"))
 CLEAR = "\x1b[H\x1b[J"
-ASCII = str.maketrans({"—": "--", "–": "-", "−": "-", "→": "->", "·": "|", "×": "x", "…": "...",
-                       "≥": ">=", "≤": "<=", "±": "+/-", "\u00a0": " "})
-
-
-def console(text: str, stream=None) -> str:
-    """`text` as `stream` (default stdout) can encode it: typography in ASCII, anything else escaped.
-    (sublim.report.cli has the same helper, but importing it pulls in pandas and matplotlib.)"""
-    enc = getattr(stream or sys.stdout, "encoding", None) or "ascii"
-    try:
-        text.encode(enc)
-        return text
-    except (UnicodeEncodeError, LookupError):
-        pass
-    try:
-        return text.translate(ASCII).encode(enc, "backslashreplace").decode(enc)
-    except LookupError:
-        return text.translate(ASCII).encode("ascii", "backslashreplace").decode("ascii")
-
-
 def say(text: str, err: bool = False) -> None:
     stream = sys.stderr if err else sys.stdout
     stream.write(console(text, stream) + "\n")
@@ -69,13 +51,13 @@ def detail(c: Cell, now: float) -> str:
     if st == "running":
         hb = c.state.heartbeat or {}
         where = f"pid {hb.get('pid')} on {hb.get('host')}"
-        ran = f", running for {cellstate._ago(now - c.started)}" if c.started is not None else ""
+        ran = f", running for {ago(now - c.started)}" if c.started is not None else ""
         quiet = ""
         if hb.get("updated") is not None and hb.get("host") == socket.gethostname() \
                 and now - hb["updated"] > cellstate._stale_after(hb):
-            quiet = f"; heartbeat silent for {cellstate._ago(now - hb['updated'])} (stopped or hung?)"
+            quiet = f"; heartbeat silent for {ago(now - hb['updated'])} (stopped or hung?)"
         if c.computing:
-            what = ", ".join(f"{x['stage']} ({x['key'][:8]})" + (f" for {cellstate._ago(x['seconds'])}"
+            what = ", ".join(f"{x['stage']} ({x['key'][:8]})" + (f" for {ago(x['seconds'])}"
                                                                  if x["seconds"] is not None else "")
                              for x in c.computing)
             return f"computing {what} ({where}{ran}){quiet}"

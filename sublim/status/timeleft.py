@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sublim import cellstate
 from sublim.cache import EVENTS_FILE as EVENTS
 from sublim.status.read import Cell
+from sublim.terminal import ago
 
 
 @dataclass
@@ -99,7 +99,7 @@ def estimate(cells: list[Cell], now: float) -> Estimate:
     parallel = max(1, running)
     total = max(max(c.remaining_s for c in unfinished), sum(c.remaining_s for c in unfinished) / parallel)
     n = len(durations)
-    left = "under 1 min left" if total < 60 else f"~{cellstate._ago(total)} left"
-    text = (f"{left}, from {n} finished cell{'s' if n != 1 else ''} ({cellstate._ago(cell_s)} a cell, "
+    left = "under 1 min left" if total < 60 else f"~{ago(total)} left"
+    text = (f"{left}, from {n} finished cell{'s' if n != 1 else ''} ({ago(cell_s)} a cell, "
             f"{parallel} running at a time)")
     return Estimate(total, text, n, cell_s, parallel, stage_s)
