@@ -134,7 +134,7 @@ def summarise(sweep_dir: Path, target: str = "owl", shift: bool = True) -> str:
         lines.append(f"  {name:<40}{fmt(iv)}{verdict}")
     teacher_rate = {s: m["filter"]["n_passed"] / m["filter"]["n_in"] for s, m in cells["student"].items()}
     ref_rate = {s: m["filter"]["n_passed"] / m["filter"]["n_in"] for s, m in cells["control"].items()}
-    lines += ["", "teacher data quality (the paper's format rule):",
+    lines += ["", "teacher data quality (passed the filter's number rule, filter.format):",
               f"  well-formed, teacher    {fmt(t_interval(list(teacher_rate.values()), bounds=RATE))}",
               f"  well-formed, reference  {fmt(t_interval(list(ref_rate.values()), bounds=RATE))}"]
     if shift and cells["student"]:
