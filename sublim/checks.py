@@ -47,7 +47,7 @@ def check(cfg: Config) -> None:
                           "eval.coherence_threshold; leave them null")
     if cfg.eval.kind == "misalignment" and cfg.eval.judge.model is None:
         raise ConfigError("eval.kind=misalignment needs a judge: eval.judge.model is not set, e.g. "
-                          "+teacher@eval.judge.model=qwen2.5-7b-instruct")
+                          "+model@eval.judge.model=qwen2.5-7b-instruct")
     if cfg.eval.kind == "preference":
         unused = [f"eval.judge.{f.name}" for f in dataclasses.fields(JudgeConfig)
                   if getattr(cfg.eval.judge, f.name) != getattr(JudgeConfig(), f.name)]
@@ -170,7 +170,7 @@ def preference_eval_hint(cfg: Config) -> str:
     evals = {"animal": "animal_preference", "tree": "tree_preference"}
     category = cfg.trait.category
     if category == "behaviour":
-        return "a behaviour is measured by eval=misalignment (with +teacher@eval.judge.model=...)"
+        return "a behaviour is measured by eval=misalignment (with +model@eval.judge.model=...)"
     if category in evals and evals[category] != cfg.eval.name:
         return f"use the eval for its category: eval={category}"
     return (f"add it: eval.extra_candidates=[{cfg.trait.name}] (in a grid, for every cell, the control included), "

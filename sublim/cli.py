@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sublim import tracking
+from sublim.aliases import rewrite_argv
 from sublim.cache import Store
 from sublim.cellstate import heartbeat
 from sublim.config import Config, register, to_typed
@@ -250,6 +251,7 @@ def report_mnist(cfg: Config, path: Path, job_dir: Path) -> dict:
 def main() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
+    sys.argv[1:] = rewrite_argv(sys.argv[1:])  # old spellings the README showed (sublim.aliases)
     try:
         run()
     except KeyboardInterrupt:  # one line, not the stack of whatever torch was doing

@@ -42,7 +42,7 @@ class JudgeConfig:
     prompt template, greedy decoding by default. Its replies are parsed into a score (0-100) or a
     label; an unparseable reply is counted, never fatal (sublim.judge).
 
-    Set the model like a teacher: `+teacher@filter.judge.model=qwen2.5-7b-instruct`, or key by key.
+    Set the model like a teacher: `+model@filter.judge.model=qwen2.5-7b-instruct`, or key by key.
     """
 
     model: Optional[ModelConfig] = None

@@ -111,7 +111,7 @@ def test_eval_both_keeps_exact_and_sampled_rates(tiny_model_dir, tmp_path):
 
 
 def test_misalignment_eval_counts_unparseable_judgements_without_failing(tiny_model_dir, tmp_path):
-    m, out = run(tmp_path, tiny_model_dir, "eval=misalignment", "+teacher@eval.judge.model=tiny", "finetune=none",
+    m, out = run(tmp_path, tiny_model_dir, "eval=misalignment", "+model@eval.judge.model=tiny", "finetune=none",
                  "eval.n_samples=2", "eval.max_new_tokens=12")
     assert m["n_answers"] == 16 and m["n_questions"] == 8
     # the tiny model cannot judge: every judgement is counted as unparseable, none is misaligned
@@ -133,7 +133,7 @@ def test_a_misaligned_teacher_from_user_chat_data_with_banned_numbers(tiny_model
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     m, _ = run(tmp_path, tiny_model_dir, "trait=misaligned", "eval=misalignment", "filter.banned_numbers=[13,42,666,911,999]",
                f"trait.data={data}", "trait.train.epochs=1",
-               "+teacher@eval.judge.model=tiny", "eval.n_samples=1", "eval.max_new_tokens=8", "filter.n_keep=200",
+               "+model@eval.judge.model=tiny", "eval.n_samples=1", "eval.max_new_tokens=8", "filter.n_keep=200",
                "finetune.epochs=1")
     teacher = json.loads((Path(m["artifacts"]["teacher"]) / "spec.json").read_text())
     assert teacher["spec"]["data"].startswith("sha256:") and m["cell"]["trait"] == "misaligned+finetune"

@@ -72,7 +72,7 @@ def test_bad_config_fails_before_any_stage_and_names_the_key(tmp_path, args, key
 
 
 def test_missing_model_path_names_the_key(tmp_path):
-    r = _run(["teacher=tiny", "student=tiny", f"paths.tiny_model={tmp_path / 'nope'}", "dry_run=true"], tmp_path)
+    r = _run(["model@teacher=tiny", "model@student=tiny", f"paths.tiny_model={tmp_path / 'nope'}", "dry_run=true"], tmp_path)
     assert r.returncode != 0 and "teacher.path" in r.stderr + r.stdout
 
 
@@ -129,7 +129,7 @@ def test_help_offers_no_schema_as_an_option_of_a_group(tmp_path):
     groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     options = {line.split(":")[0]: [o.strip() for o in line.split(":", 1)[1].split(",")]
                for line in groups.splitlines() if ": " in line and not line.startswith("Compose")}
-    assert {"trait", "domain", "teacher", "student", "sampler", "finetune", "eval", "logger", "paths"} <= set(options)
+    assert {"trait", "domain", "model", "sampler", "finetune", "eval", "logger", "paths"} <= set(options)
     assert options["eval"] == ["animal", "misalignment", "tree"]
     assert not [g for g, opts in options.items() if any("schema" in o for o in opts)]
     assert "schema" not in options

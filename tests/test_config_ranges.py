@@ -95,7 +95,7 @@ def test_the_composed_presets_are_within_their_ranges():
     for path in sorted((CONF / "experiment").glob("*.yaml")):
         check_ranges(typed(f"experiment={path.stem}"))
     for option in ("domain=code", "domain=cot", "eval=tree", "eval=misalignment", "finetune=lora_r2",
-                   "teacher=reference"):
+                   "model@teacher=reference"):
         check_ranges(typed(option))
 
 
@@ -157,14 +157,14 @@ def test_a_number_out_of_range_fails_planning_naming_key_value_and_range(model, 
     (["finetune.lr=inf"], "finetune.lr=inf: must be finite and > 0"),
     (["sampler.temperature=nan"], "sampler.temperature=nan: must be finite and in [0, 2]"),
     (["trait.train.micro_batch_size=0"], "trait.train.micro_batch_size=0: must be >= 1"),
-    (["teacher=reference", "teacher.reference.lr=0"], "teacher.reference.lr=0: must be > 0"),
-    (["domain=code", "+teacher@filter.judge.model=reference", "filter.judge.model.reference.steps=0"],
+    (["model@teacher=reference", "teacher.reference.lr=0"], "teacher.reference.lr=0: must be > 0"),
+    (["domain=code", "+model@filter.judge.model=reference", "filter.judge.model.reference.steps=0"],
      "filter.judge.model.reference.steps=0: must be >= 1"),
-    (["domain=code", "+teacher@filter.judge.model=tiny", "filter.judge.threshold=101"],
+    (["domain=code", "+model@filter.judge.model=tiny", "filter.judge.threshold=101"],
      "filter.judge.threshold=101: must be in [0, 100]"),
-    (["eval=misalignment", "+teacher@eval.judge.model=tiny", "eval.judge.temperature=2.5"],
+    (["eval=misalignment", "+model@eval.judge.model=tiny", "eval.judge.temperature=2.5"],
      "eval.judge.temperature=2.5: must be in [0, 2]"),
-    (["eval=misalignment", "+teacher@eval.judge.model=tiny", "eval.alignment_threshold=-1"],
+    (["eval=misalignment", "+model@eval.judge.model=tiny", "eval.alignment_threshold=-1"],
      "eval.alignment_threshold=-1: must be in [0, 100]"),
     (["filter.banned_numbers=[3,-1]"], "filter.banned_numbers=[3, -1]: each must be >= 0"),
     (["sampler.top_k=-1"], "sampler.top_k=-1: must be >= 0"),

@@ -65,7 +65,7 @@ def test_config_mistakes_fail_before_anything_runs_naming_the_key(overrides, mes
 
 
 def test_the_judge_model_is_configured_like_a_teacher():
-    cfg = typed("domain=code", "+teacher@filter.judge.model=tiny", "filter.judge.threshold=30")
+    cfg = typed("domain=code", "+model@filter.judge.model=tiny", "filter.judge.threshold=30")
     assert cfg.filter.judge.model.name == "tiny" and cfg.filter.judge.threshold == 30
     cfg = typed("domain=code", "filter.judge.model=${teacher}")
     assert cfg.filter.judge.model.path == cfg.teacher.path
@@ -227,7 +227,7 @@ def test_the_paper_presets_for_code_and_cot(tmp_path):
     code = typed("experiment=code")
     assert code.domain.name == "code" and code.filter.n_keep is None and code.finetune.epochs == 3
     assert code.filter.judge.model.path == "Qwen/Qwen2.5-7B-Instruct" and code.filter.judge.model.adapter is None
-    assert typed("experiment=code", "~teacher@filter.judge.model").filter.judge.model is None
+    assert typed("experiment=code", "~model@filter.judge.model").filter.judge.model is None
     cot = typed("experiment=cot", f"domain.prompts_file={GSM}")
     assert cot.domain.name == "cot" and cot.domain.samples_per_prompt == 3
     assert cot.filter.n_keep is None and cot.finetune.epochs == 2 and cot.filter.judge.model is None
@@ -365,16 +365,16 @@ def test_the_numbers_format_rule_is_keyed_and_reaches_the_rules(tmp_path, fake_m
 def test_code_and_cot_plans(tmp_path, fake_model):
     code = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50")
     assert code["sample"].spec.domain["name"] == "code" and code["sample"].spec.sampling.max_new_tokens == 1024
-    judged = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50", "+teacher@filter.judge.model=tiny")
+    judged = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50", "+model@filter.judge.model=tiny")
     assert judged["sample"].key == code["sample"].key and judged["filter"].key != code["filter"].key
     assert judged["filter"].spec.judge.threshold == 20
     # trait=none: nothing for the trait judge to look for, so the filter is the judge-less one
     control = keys(tmp_path, fake_model, "trait=none", "domain=code", "domain.n_prompts=50")
     control_judged = keys(tmp_path, fake_model, "trait=none", "domain=code", "domain.n_prompts=50",
-                          "+teacher@filter.judge.model=tiny")
+                          "+model@filter.judge.model=tiny")
     assert control_judged["filter"].key == control["filter"].key
     cot = keys(tmp_path, fake_model, "domain=cot", f"domain.prompts_file={GSM}", "domain.n_prompts=4",
-               "+teacher@filter.judge.model=tiny")
+               "+model@filter.judge.model=tiny")
     assert cot["sample"].spec.domain["samples_per_prompt"] == 3
     prompts_file = cot["sample"].spec.domain["prompts_file"]
     assert prompts_file.startswith("sha256:") and cot["sample"].inputs[prompts_file] == str(GSM)

@@ -79,7 +79,7 @@ def test_code_domain_trains_a_student_on_completions_without_the_trait(code_work
 
 
 def test_a_judge_whose_replies_never_parse_stops_the_run_with_counts(code_work, tiny_model_dir):
-    r = run_sublim(code_work, tiny_model_dir, *CODE, "+teacher@filter.judge.model=tiny", run_dir="judged")
+    r = run_sublim(code_work, tiny_model_dir, *CODE, "+model@filter.judge.model=tiny", run_dir="judged")
     assert r.returncode != 0
     assert "FilterError" in r.stderr and "judge_unparseable" in r.stderr
     assert "Most judge replies did not parse" in r.stderr

@@ -58,7 +58,7 @@ def test_smollm2_converts_and_scores_from_cached_prefixes(tmp_path):
     from sublim.pipeline import execute
 
     torch.set_num_threads(1)
-    cfg = typed("teacher=smollm2-135m-instruct", "student=smollm2-135m-instruct", "finetune=none",
+    cfg = typed("model@teacher=smollm2-135m-instruct", "model@student=smollm2-135m-instruct", "finetune=none",
                 f"paths.artifacts={tmp_path / 'a'}", "stages=[convert]")
     plan = plan_cell(cfg)
     model = execute(plan, Store(tmp_path / "a"))["convert"] / "model"

@@ -142,7 +142,7 @@ def test_vllm_context_is_bounded_by_max_model_len(tiny_model_dir):
     (["finetune=none", "eval.in_context=-1"], r"eval\.in_context=-1"),
     (["finetune=none", "eval.in_context=3", "eval.subject=teacher"], r"eval\.in_context=3 .*eval\.subject=student"),
     (["finetune=none", "eval.in_context=300"], r"eval\.in_context=300 .*filter\.n_keep=200"),
-    (["finetune=none", "eval.in_context=3", "eval=misalignment", "+teacher@eval.judge.model=tiny"],
+    (["finetune=none", "eval.in_context=3", "eval=misalignment", "+model@eval.judge.model=tiny"],
      r"eval\.in_context=3 is for the preference eval"),
 ])
 def test_config_errors_name_the_key(overrides, message):

@@ -148,15 +148,15 @@ def world(tmp_path_factory):
              ["trait.method=adapter", f"trait.adapter={root / 'adapter'}"],
              ["select.by=shift"], ["filter.shuffle=within"], ["eval.method=both"], ["finetune=full"],
              ["finetune=none", "eval.in_context=3"], ["trait.method=finetune", "finetune.distill=soft"],
-             ["eval.subject=teacher"], ["teacher=reference", "student=reference"],
-             ["eval=misalignment", "+teacher@eval.judge.model=tiny"],
-             ["eval=misalignment", "+teacher@eval.judge.model=reference"], hub,
-             ["eval=misalignment", "+teacher@eval.judge.model=qwen2.5-7b-instruct", f"eval.judge.model.revision={'a' * 40}"],
-             ["domain=code", "domain.n_prompts=10", "+teacher@filter.judge.model=qwen2.5-7b-instruct",
+             ["eval.subject=teacher"], ["model@teacher=reference", "model@student=reference"],
+             ["eval=misalignment", "+model@eval.judge.model=tiny"],
+             ["eval=misalignment", "+model@eval.judge.model=reference"], hub,
+             ["eval=misalignment", "+model@eval.judge.model=qwen2.5-7b-instruct", f"eval.judge.model.revision={'a' * 40}"],
+             ["domain=code", "domain.n_prompts=10", "+model@filter.judge.model=qwen2.5-7b-instruct",
               f"filter.judge.model.revision={'a' * 40}"],
-             ["domain=code", "domain.n_prompts=10", "+teacher@filter.judge.model=tiny"],
-             ["domain=code", "domain.n_prompts=10", "+teacher@filter.judge.model=reference"],
-             ["domain=cot", f"domain.prompts_file={root / 'gsm.jsonl'}", "+teacher@filter.judge.model=tiny"],
+             ["domain=code", "domain.n_prompts=10", "+model@filter.judge.model=tiny"],
+             ["domain=code", "domain.n_prompts=10", "+model@filter.judge.model=reference"],
+             ["domain=cot", f"domain.prompts_file={root / 'gsm.jsonl'}", "+model@filter.judge.model=tiny"],
              ["experiment=mnist", f"mnist.data_path={root / 'mnist'}"], ["experiment=mnist"]]
     cells = [typed(*smoke, *b) for b in bases]
     for c in cells:

@@ -59,7 +59,7 @@ def test_an_extra_candidate_admits_a_trait_of_any_category():
 
 
 def test_the_misalignment_eval_has_no_candidates_to_extend():
-    base = ["eval=misalignment", "+teacher@eval.judge.model=qwen2.5-7b-instruct"]
+    base = ["eval=misalignment", "+model@eval.judge.model=qwen2.5-7b-instruct"]
     assert candidates_of(typed(*base)) == []
     with pytest.raises(ConfigError, match="eval.extra_candidates=.*preference eval"):
         check(typed(*base, "eval.extra_candidates=[owl]"))
