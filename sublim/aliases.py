@@ -16,6 +16,11 @@ ALIASES: list[tuple[str, str, str]] = [
     (r"(?P<op>\+{0,2}|~)teacher=(?P<rest>.*)", r"\g<op>model@teacher=\g<rest>", "one model group"),
     (r"(?P<op>\+{0,2}|~)student=(?P<rest>.*)", r"\g<op>model@student=\g<rest>", "one model group"),
     (r"(?P<op>\+{0,2}|~)teacher@(?P<rest>.*)", r"\g<op>model@\g<rest>", "one model group"),
+    (r"(?P<op>\+{0,2}|~)(?P<group>model@)?filter\.judge(?P<rest>[.=].*)", r"\g<op>\g<group>domain.judge\g<rest>",
+     "the filter judge is a setting of the code and cot domains"),
+    (r"(?P<op>\+{0,2}|~)filter\.shuffle=(?P<rest>.*)", r"\g<op>transform.shuffle=\g<rest>",
+     "the transform stage's own key"),
+    (r"eval=(?P<questions>animal|tree)", r"eval=\g<questions>_preference", "eval options named by what they measure"),
 ]
 _COMPILED = [(re.compile(old), new, why) for old, new, why in ALIASES]
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from sublim.backends import KNOWN as BACKENDS
 from sublim.backends.vllm import VLLM_LORA_RANKS
-from sublim.config import Config, JudgeConfig
+from sublim.config import Config
 from sublim.domains import get_domain
 from sublim.domains.numbers import FORMAT_RULES
 from sublim.errors import ConfigError
@@ -37,10 +37,10 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"sampler.backend={cfg.sampler.backend!r} is unknown; known: {', '.join(BACKENDS)}")
     check_data(cfg)
     check_sampler(cfg)
-    if cfg.finetune.method not in ("lora", "full", "none"):
-        raise ConfigError(f"finetune.method={cfg.finetune.method!r}: use lora, full or none")
     if cfg.eval.kind not in KINDS:
         raise ConfigError(f"eval.kind={cfg.eval.kind!r}: use {' or '.join(KINDS)}")
+    # finetune.method, eval.kind and domain.name pick their schema (sublim.config.OPTIONS): a field of
+    # another option (eval.judge in a preference eval, finetune.lora_r with finetune=full) fails there
     if cfg.eval.kind == "misalignment" and (cfg.eval.judge.template is not None or cfg.eval.judge.threshold is not None):
         raise ConfigError("eval.judge.template and eval.judge.threshold are the filter judge's settings: the misalignment "
                           "eval asks its own alignment and coherence questions, with eval.alignment_threshold and "
@@ -48,15 +48,6 @@ def check(cfg: Config) -> None:
     if cfg.eval.kind == "misalignment" and cfg.eval.judge.model is None:
         raise ConfigError("eval.kind=misalignment needs a judge: eval.judge.model is not set, e.g. "
                           "+model@eval.judge.model=qwen2.5-7b-instruct")
-    if cfg.eval.kind == "preference":
-        unused = [f"eval.judge.{f.name}" for f in dataclasses.fields(JudgeConfig)
-                  if getattr(cfg.eval.judge, f.name) != getattr(JudgeConfig(), f.name)]
-        if unused:
-            raise ConfigError(f"eval.kind=preference has no judge: {', '.join(unused)} would do nothing; leave "
-                              "them unset, or use eval=misalignment")
-    if cfg.eval.kind != "preference" and cfg.eval.extra_candidates:
-        raise ConfigError(f"eval.extra_candidates={cfg.eval.extra_candidates}: candidates are for the preference eval "
-                          f"(eval=animal|tree), not eval.kind={cfg.eval.kind!r}; drop them")
     if cfg.eval.kind == "preference" and cfg.trait.name != "none" and cfg.trait.name not in candidates_of(cfg):
         raise ConfigError(f"trait.name={cfg.trait.name!r} is not among eval.candidates ({cfg.eval.name}); "
                           + preference_eval_hint(cfg))
@@ -69,19 +60,21 @@ def check(cfg: Config) -> None:
                           "PEFT adapter was saved to (save_pretrained)")
     if cfg.trait.data:
         check_trait_data(cfg.trait.data)
-    for key, ft in (("finetune", cfg.finetune), ("trait.train", cfg.trait.train)):
+    trained = [("finetune", cfg.finetune)] if cfg.finetune.method != "none" else []
+    for key, ft in (*trained, ("trait.train", cfg.trait.train)):
         if ft.batch_size % ft.micro_batch_size:  # both >= 1 (check_ranges)
             raise ConfigError(f"{key}.batch_size={ft.batch_size} is not a multiple of {key}.micro_batch_size="
                               f"{ft.micro_batch_size}; pick sizes that divide")
-    if cfg.finetune.distill not in ("hard", "soft"):
-        raise ConfigError(f"finetune.distill={cfg.finetune.distill!r}: use hard or soft")
-    if cfg.finetune.distill == "soft" and cfg.trait.name != "none" and cfg.trait.method == "prompt":
+    distill = getattr(cfg.finetune, "distill", "hard")
+    if distill not in ("hard", "soft"):
+        raise ConfigError(f"finetune.distill={distill!r}: use hard or soft")
+    if distill == "soft" and cfg.trait.name != "none" and cfg.trait.method == "prompt":
         raise ConfigError("finetune.distill=soft needs a teacher whose trait is in its weights "
                           "(trait.method=finetune or adapter): a prompted teacher's distributions depend on a "
                           "system prompt the student never sees")
     if cfg.eval.subject not in ("student", "teacher"):
         raise ConfigError(f"eval.subject={cfg.eval.subject!r}: use student or teacher")
-    if cfg.eval.method not in ("sample", "logprob", "both"):
+    if cfg.eval.kind == "preference" and cfg.eval.method not in ("sample", "logprob", "both"):
         raise ConfigError(f"eval.method={cfg.eval.method!r}: use sample, logprob or both")
     check_select(cfg)
     check_in_context(cfg)
@@ -93,7 +86,7 @@ def check_ranges(cfg: Any) -> None:
     """Every number of the typed config within the range its field declares (sublim.config): the
     first one outside fails as `finetune.epochs=0: must be > 0 (epochs, fractions allowed)`. Walks
     every dataclass node, an Optional sub-config where it is set (teacher.reference,
-    filter.judge.model, ...); an unset one (null) has nothing to check."""
+    domain.judge.model, ...); an unset one (null) has nothing to check."""
     for key, value, metadata in leaves(cfg):
         problem = range_problem(key, value, metadata)
         if problem:
@@ -113,13 +106,15 @@ def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
 def candidates_of(cfg: Config) -> list[str]:
     """The names the preference eval maps answers onto: eval.candidates, then eval.extra_candidates,
     then the trait's own name when its category is what the eval asks about (eval.questions names
-    the category's question file: trait.category=animal with eval=animal), each once, in that order.
+    the category's question file: trait.category=animal with eval=animal_preference), each once, in that order.
 
     So `trait.name=hedgehog` needs no retyped list; but a control cell (trait=none) adds no name, so
     in a grid pass eval.extra_candidates=[hedgehog] to every cell to keep their candidates equal."""
+    if cfg.eval.kind != "preference":
+        return []
     names = [*cfg.eval.candidates, *cfg.eval.extra_candidates]
     t = cfg.trait
-    if cfg.eval.kind == "preference" and t.name != "none" and t.category == cfg.eval.questions:
+    if t.name != "none" and t.category == cfg.eval.questions:
         names.append(t.name)
     return list(dict.fromkeys(names))
 
@@ -131,14 +126,14 @@ def check_select(cfg: Config) -> None:
         raise ConfigError(f"select.by={s.by!r}: use none (train on the filtered data) or shift")
     if s.order not in ORDERS:
         raise ConfigError(f"select.order={s.order!r}: use {', '.join(ORDERS)}")
-    if s.by == "shift" and cfg.eval.in_context > s.n_keep:
+    if s.by == "shift" and getattr(cfg.eval, "in_context", 0) > s.n_keep:
         raise ConfigError(f"eval.in_context={cfg.eval.in_context} is more than select keeps (select.n_keep="
                           f"{s.n_keep}): use eval.in_context={s.n_keep} or fewer, or a larger select.n_keep")
 
 
 def check_in_context(cfg: Config) -> None:
     """eval.in_context puts the teacher's examples in the base student's context, in place of fine-tuning."""
-    n = cfg.eval.in_context  # >= 0 (check_ranges)
+    n = getattr(cfg.eval, "in_context", 0)  # a preference eval's field, >= 0 (check_ranges)
     if n == 0:
         return
     if cfg.finetune.method != "none":
@@ -147,9 +142,6 @@ def check_in_context(cfg: Config) -> None:
     if cfg.eval.subject != "student":
         raise ConfigError(f"eval.in_context={n} puts the teacher's examples before the student's questions: use "
                           "eval.subject=student, or drop eval.in_context")
-    if cfg.eval.kind != "preference":
-        raise ConfigError(f"eval.in_context={n} is for the preference eval (eval=animal|tree), not "
-                          f"eval.kind={cfg.eval.kind!r}; drop eval.in_context")
     if cfg.filter.n_keep is not None and cfg.filter.n_keep < n:
         raise ConfigError(f"eval.in_context={n} is more than the filter keeps (filter.n_keep={cfg.filter.n_keep}): "
                           f"use eval.in_context={cfg.filter.n_keep} or fewer, or a larger filter.n_keep")
@@ -172,7 +164,7 @@ def preference_eval_hint(cfg: Config) -> str:
     if category == "behaviour":
         return "a behaviour is measured by eval=misalignment (with +model@eval.judge.model=...)"
     if category in evals and evals[category] != cfg.eval.name:
-        return f"use the eval for its category: eval={category}"
+        return f"use the eval for its category: eval={evals[category]}"
     return (f"add it: eval.extra_candidates=[{cfg.trait.name}] (in a grid, for every cell, the control included), "
             f"or set trait.category to what the eval asks about ({cfg.eval.questions})")
 
@@ -198,21 +190,20 @@ def check_data(cfg: Config) -> None:
         for low, high in (("seed_count_min", "seed_count_max"), ("seed_value_min", "seed_value_max")):
             if getattr(d, low) > getattr(d, high):
                 problems.append(f"domain.{low}={getattr(d, low)} is above domain.{high}={getattr(d, high)}")
-    f = cfg.filter
-    if f.shuffle != "none":
-        if f.shuffle not in TRANSFORMS:
-            problems.append(f"filter.shuffle={f.shuffle!r}: use none, {', '.join(TRANSFORMS)}")
+    f, shuffle = cfg.filter, cfg.transform.shuffle
+    if shuffle != "none":
+        if shuffle not in TRANSFORMS:
+            problems.append(f"transform.shuffle={shuffle!r}: use none, {', '.join(TRANSFORMS)}")
         elif domain.name != "numbers":
-            problems.append(f"filter.shuffle={f.shuffle}: the shuffle controls are for number data (domain=numbers)")
+            problems.append(f"transform.shuffle={shuffle}: the shuffle controls are for number data (domain=numbers)")
     if f.format not in FORMAT_RULES:
         problems.append(f"filter.format={f.format!r}: use one of {', '.join(FORMAT_RULES)}")
     if f.banned_numbers and domain.name != "numbers":
         problems.append("filter.banned_numbers: applies to domain=numbers only")
-    if f.judge.model is not None:
-        if domain.judge is None:
-            problems.append(f"filter.judge.model: domain={domain.name} has no judge step; leave it null")
-        elif "{completion}" not in (f.judge.template or domain.judge.template):
-            problems.append("filter.judge.template: must contain {completion} (also available: {prompt}, "
-                            "{trait}, {category})")
+    judge = getattr(cfg.domain, "judge", None)  # code and cot have one (sublim.config.OPTIONS)
+    if judge is not None and judge.model is not None and domain.judge is not None \
+            and "{completion}" not in (judge.template or domain.judge.template):
+        problems.append("domain.judge.template: must contain {completion} (also available: {prompt}, "
+                        "{trait}, {category})")
     if problems:
         raise ConfigError("; ".join(problems))

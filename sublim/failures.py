@@ -24,7 +24,7 @@ class Failure:
     text: str
 
 
-MODEL_KEYS = ("teacher", "student", "filter.judge.model", "eval.judge.model")
+MODEL_KEYS = ("teacher", "student", "domain.judge.model", "eval.judge.model")
 # the errno of a store that cannot be written (or read): a read-only or full filesystem, permissions
 STORE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

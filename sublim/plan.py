@@ -15,7 +15,8 @@ from typing import Any, Optional
 from sublim.backends.base import SamplingParams
 from sublim.cache import stage_key
 from sublim.checks import candidates_of, check
-from sublim.config import Config, ModelConfig
+from sublim.chat_template import with_template_system_prompts
+from sublim.config import Config, ModelConfig, TransformConfig
 from sublim.domains import get_domain
 from sublim.errors import ConfigError
 from sublim.evals.preference import load_questions
@@ -54,7 +55,7 @@ RUNTIME_KEYS = {
     "mnist.threads": "torch threads for MNIST on CPU: speed",
     "teacher.name": "a label for tables and W&B; the model is keyed by content (path, revision)",
     "student.name": "a label, as teacher.name",
-    "filter.judge.model.name": "a label, as teacher.name",
+    "domain.judge.model.name": "a label, as teacher.name",
     "eval.judge.model.name": "a label, as teacher.name",
     "eval.name": "a label; the eval is keyed by its questions, candidates and settings",
     "experiment_name": "a label for tables and W&B",
@@ -65,7 +66,7 @@ RUNTIME_KEYS = {
     "isolate": "whether a stage runs in its own process (GPU memory): the same computation",
     "teacher.threads": "torch threads on CPU: speed (the device and dtypes are keyed)",
     "student.threads": "as teacher.threads",
-    "filter.judge.model.threads": "as teacher.threads",
+    "domain.judge.model.threads": "as teacher.threads",
     "eval.judge.model.threads": "as teacher.threads",
 }
 MODEL_LIBRARIES = ("torch", "transformers")  # what computes with a model: keyed (sublim.spec.libraries)
@@ -113,7 +114,8 @@ class Builder:
 
     def __init__(self, cfg: Config, target: Target, threads: int = 1):
         self.cfg, self.target = cfg, target
-        models = (cfg.teacher, cfg.student, cfg.filter.judge.model, cfg.eval.judge.model)
+        judges = (getattr(cfg.domain, "judge", None), getattr(cfg.eval, "judge", None))  # options' own fields
+        models = (cfg.teacher, cfg.student, *(j.model for j in judges if j is not None))
         threads = max([threads] + [m.threads for m in models if m is not None and m.threads])
         self.root = Path(cfg.paths.artifacts)
         self.steps: dict[tuple[str, str], Step] = {}
@@ -181,11 +183,14 @@ class Builder:
         return SamplingParams(s.temperature, s.top_p, s.top_k, s.repetition_penalty, max_new_tokens, s.min_p)
 
     def train_spec(self, ft) -> Any:
+        """finetune.* (or trait.train.*) as the stage's TrainSpec; fields a method lacks (LoRA's for
+        full, frozen for LoRA) are None/empty there."""
+        lora = [getattr(ft, k, None) for k in ("lora_r", "lora_alpha", "lora_dropout", "target_modules")]
         return finetune_stage.TrainSpec(
-            ft.method, ft.lora_r, ft.lora_alpha, ft.lora_dropout, tuple(ft.target_modules), ft.epochs, ft.lr,
+            ft.method, *lora[:3], tuple(lora[3]) if lora[3] is not None else None, ft.epochs, ft.lr,
             ft.lr_scheduler, ft.warmup_steps, ft.batch_size, ft.max_length, ft.max_grad_norm, ft.weight_decay,
             finetune_stage.resolve_precision(ft.precision, self.target.device), ft.gradient_checkpointing,
-            ft.distill, tuple(ft.frozen))
+            ft.distill, tuple(getattr(ft, "frozen", ())))
 
     # -- the stages -------------------------------------------------------------------------------
     def trained_teacher(self) -> tuple[Optional[ModelRef], dict[str, str]]:
@@ -201,7 +206,7 @@ class Builder:
         mix_ref = None
         if t.mix_numbers > 0:  # the reference's own numbers: the control teacher's filtered data
             control = dataclasses.replace(cfg, trait=dataclasses.replace(t, name="none"),
-                                          filter=dataclasses.replace(cfg.filter, shuffle="none"),
+                                          transform=TransformConfig(),
                                           select=dataclasses.replace(cfg.select, by="none"))
             stage, key = self._with(control).data()
             mix_ref, more = self.artifact(stage, key, "train.jsonl")
@@ -242,7 +247,8 @@ class Builder:
         # a trained trait lives in the weights: the teacher keeps its own system prompt
         system = cfg.teacher.system_prompt if trained is not None else teacher_system_prompt(cfg)
         domain_spec = domain.spec(d)
-        files = {domain_spec["prompts_file"]: str(Path(d.prompts_file).resolve())} if d.prompts_file else {}
+        prompts_file = getattr(d, "prompts_file", None)  # code and cot only
+        files = {domain_spec["prompts_file"]: str(Path(prompts_file).resolve())} if prompts_file else {}
         sample_key = self.add("sample", sample_stage.Spec(
             teacher, system, domain_spec, cfg.data_seed, self.sampling(d.max_new_tokens or cfg.sampler.max_new_tokens),
             self.target.backend, self.target.device, self.libraries(*MODEL_LIBRARIES)), inputs | files)
@@ -255,19 +261,20 @@ class Builder:
         spec = filter_stage.Spec(samples, domain_spec, rules, trait_word, f.n_keep, f.min_keep, cfg.data_seed, judge)
         filter_key = self.add("filter", spec, inputs | files | judge_inputs)
         data = ("filter", filter_key)
-        if f.shuffle != "none":
+        if cfg.transform.shuffle != "none":
             train, inputs = self.artifact("filter", filter_key, "train.jsonl")
-            data = ("transform", self.add("transform", transform_stage.Spec(train, f.shuffle, cfg.data_seed), inputs))
+            data = ("transform", self.add("transform", transform_stage.Spec(train, cfg.transform.shuffle, cfg.data_seed),
+                                          inputs))
         if cfg.select.by == "shift":
             return self.select(data, teacher, teacher_inputs)
         return data
 
     def filter_judge(self, domain) -> tuple[Any, dict[str, str]]:
         """The filter's judge spec, or (None, {}) when there is none to run."""
-        j, use, cfg = self.cfg.filter.judge, domain.judge, self.cfg
-        if j.model is None or use is None or (use.needs_trait and cfg.trait.name == "none"):
+        j, use, cfg = getattr(self.cfg.domain, "judge", None), domain.judge, self.cfg
+        if j is None or j.model is None or use is None or (use.needs_trait and cfg.trait.name == "none"):
             return None, {}  # trait=none leaves nothing for a trait judge to look for
-        model, inputs = self.model(j.model, "filter.judge.model")
+        model, inputs = self.model(j.model, "domain.judge.model")
         threshold = use.threshold if j.threshold is None else j.threshold
         trait = cfg.trait.name if cfg.trait.name != "none" else ""
         return filter_stage.JudgeSpec(
@@ -320,7 +327,7 @@ class Builder:
             return model, teacher_system_prompt(cfg), inputs, None
         if cfg.finetune.method == "none":
             model, inputs = self.model(cfg.student, "student")
-            if cfg.eval.in_context <= 0:
+            if getattr(cfg.eval, "in_context", 0) <= 0:  # a preference eval's field
                 return model, cfg.student.system_prompt, inputs, None
             # the ICL control: the teacher's data in the context, not in the weights
             rows, more = self.artifact(*self.data(), "train.jsonl")
@@ -340,7 +347,6 @@ class Builder:
         questions = tuple(eval_stage.prefixed(load_questions(e.questions)[: e.n_questions or None], e.prefix_numbers))
         common = {"backend": self.target.backend, "device": self.target.device,
                   "libraries": self.libraries(*MODEL_LIBRARIES, *(("peft",) if model.adapter else ()))}
-        sampled = e.method in ("sample", "both")
         if e.kind == "misalignment":
             judge, more = self.model(e.judge.model, "eval.judge.model")
             spec = eval_stage.MisalignmentSpec(
@@ -348,6 +354,7 @@ class Builder:
                 eval_stage.JudgeSpec(judge, e.judge.model.system_prompt, e.judge.temperature, e.judge.max_new_tokens),
                 e.alignment_threshold, e.coherence_threshold, e.confidence, **common)
             return self.add("eval", spec, inputs | more)
+        sampled = e.method in ("sample", "both")
         spec = eval_stage.PreferenceSpec(
             model, system, questions, tuple(candidates_of(cfg)), e.confidence, e.method,
             e.n_samples if sampled else None, self.sampling(e.max_new_tokens) if sampled else None,
@@ -384,6 +391,8 @@ def _plain(value: Any) -> Any:
 def build(cfg: Config, target: Target, threads: int = 1) -> Plan:
     """Every stage this cell needs, in order, with its key (upstream keys included)."""
     check(cfg)
+    if cfg.task != "mnist":  # a null system prompt becomes the one the chat template inserts (its key)
+        cfg = with_template_system_prompts(cfg)
     b = Builder(cfg, target, threads)
     if cfg.task == "mnist":
         b.mnist()

@@ -120,7 +120,7 @@ def test_misalignment_eval_counts_unparseable_judgements_without_failing(tiny_mo
 
 
 def test_a_tree_trait_runs_with_the_tree_questions(tiny_model_dir, tmp_path):
-    m, _ = run(tmp_path, tiny_model_dir, "trait=oak", "eval=tree", "eval.method=logprob")
+    m, _ = run(tmp_path, tiny_model_dir, "trait=oak", "eval=tree_preference", "eval.method=logprob")
     assert m["target"] == "oak" and "maple" in m["rates"] and m["cell"]["condition"] == "treatment"
     spec = json.loads((Path(m["artifacts"]["sample"]) / "spec.json").read_text())
     assert "oak trees" in spec["spec"]["system_prompt"]

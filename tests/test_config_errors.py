@@ -93,7 +93,7 @@ def test_sampler_ranges_are_checked_for_both_backends(override, key):
 
 @pytest.mark.parametrize("overrides,fix", [
     (["trait=misaligned", "trait.data=x.jsonl"], "eval=misalignment"),
-    (["trait=oak"], "eval=tree"),
+    (["trait=oak"], "eval=tree_preference"),
     (["trait.name=heron", "trait.category=bird"], r"add it: eval.extra_candidates=\[heron\]"),
 ])
 def test_a_trait_the_eval_does_not_ask_about_gets_the_right_fix(overrides, fix):
@@ -130,6 +130,6 @@ def test_help_offers_no_schema_as_an_option_of_a_group(tmp_path):
     options = {line.split(":")[0]: [o.strip() for o in line.split(":", 1)[1].split(",")]
                for line in groups.splitlines() if ": " in line and not line.startswith("Compose")}
     assert {"trait", "domain", "model", "sampler", "finetune", "eval", "logger", "paths"} <= set(options)
-    assert options["eval"] == ["animal", "misalignment", "tree"]
+    assert options["eval"] == ["animal_preference", "misalignment", "tree_preference"]
     assert not [g for g, opts in options.items() if any("schema" in o for o in opts)]
     assert "schema" not in options

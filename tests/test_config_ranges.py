@@ -15,7 +15,7 @@ import pytest
 
 from config_util import CONF, plan_cell, typed
 from sublim.checks import check_ranges
-from sublim.config import Config
+from sublim.config import Config, option_schemas
 from sublim.ranges import num, parse_range, range_problem
 from sublim.errors import ConfigError
 from sublim.mnist.spec import MnistSpec
@@ -44,6 +44,14 @@ def numeric_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.F
     return out
 
 
+def all_numeric_fields() -> list[tuple[str, dataclasses.Field, type]]:
+    """numeric_fields of the root schema and of every option's schema (eval=misalignment's judge, ...)."""
+    out = numeric_fields(Config)
+    for group, schema in option_schemas():
+        out += [f for f in numeric_fields(schema, group + ".") if f[0] not in {k for k, _, _ in out}]
+    return out
+
+
 def unranged(cls: type) -> list[str]:
     return [key for key, f, _ in numeric_fields(cls) if "range" not in f.metadata]
 
@@ -53,13 +61,13 @@ def default_of(f: dataclasses.Field):
 
 
 def test_every_numeric_field_of_the_schema_declares_a_range_or_any():
-    keys = [key for key, _, _ in numeric_fields(Config)]
-    # the walk reaches the sub-configs, the Optional ones (filter.judge.model.reference) included
+    keys = [key for key, _, _ in all_numeric_fields()]
+    # the walk reaches the sub-configs, the Optional ones (domain.judge.model.reference) included
     for key in ("finetune.epochs", "trait.train.lr", "sampler.vllm.max_lora_rank", "teacher.reference.lr",
-                "filter.judge.threshold", "filter.judge.model.reference.steps", "eval.judge.temperature",
+                "domain.judge.threshold", "domain.judge.model.reference.steps", "eval.judge.temperature",
                 "mnist.noise_pool", "seed", "filter.banned_numbers"):
         assert key in keys
-    assert unranged(Config) == [], ("declare a range for these numeric fields: num(default, '>= 0', hint), "
+    assert [key for key, f, _ in all_numeric_fields() if "range" not in f.metadata] == [], ("declare a range for these numeric fields: num(default, '>= 0', hint), "
                                     "or num(default, 'any', hint) (sublim.config's docstring)")
 
 
@@ -82,7 +90,7 @@ def test_a_new_numeric_field_without_a_range_is_caught():
     assert unranged(_Root) == ["sub.new", "count"]
 
 
-@pytest.mark.parametrize("key,f,tp", numeric_fields(Config), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("key,f,tp", all_numeric_fields(), ids=lambda x: x if isinstance(x, str) else "")
 def test_each_range_parses_and_accepts_the_fields_default(key, f, tp):
     parse_range(f.metadata["range"])
     default = default_of(f)
@@ -94,7 +102,7 @@ def test_the_composed_presets_are_within_their_ranges():
     check_ranges(typed())  # the paper defaults
     for path in sorted((CONF / "experiment").glob("*.yaml")):
         check_ranges(typed(f"experiment={path.stem}"))
-    for option in ("domain=code", "domain=cot", "eval=tree", "eval=misalignment", "finetune=lora_r2",
+    for option in ("domain=code", "domain=cot", "eval=tree_preference", "eval=misalignment", "finetune=lora_r2",
                    "model@teacher=reference"):
         check_ranges(typed(option))
 
@@ -158,10 +166,10 @@ def test_a_number_out_of_range_fails_planning_naming_key_value_and_range(model, 
     (["sampler.temperature=nan"], "sampler.temperature=nan: must be finite and in [0, 2]"),
     (["trait.train.micro_batch_size=0"], "trait.train.micro_batch_size=0: must be >= 1"),
     (["model@teacher=reference", "teacher.reference.lr=0"], "teacher.reference.lr=0: must be > 0"),
-    (["domain=code", "+model@filter.judge.model=reference", "filter.judge.model.reference.steps=0"],
-     "filter.judge.model.reference.steps=0: must be >= 1"),
-    (["domain=code", "+model@filter.judge.model=tiny", "filter.judge.threshold=101"],
-     "filter.judge.threshold=101: must be in [0, 100]"),
+    (["domain=code", "+model@domain.judge.model=reference", "domain.judge.model.reference.steps=0"],
+     "domain.judge.model.reference.steps=0: must be >= 1"),
+    (["domain=code", "+model@domain.judge.model=tiny", "domain.judge.threshold=101"],
+     "domain.judge.threshold=101: must be in [0, 100]"),
     (["eval=misalignment", "+model@eval.judge.model=tiny", "eval.judge.temperature=2.5"],
      "eval.judge.temperature=2.5: must be in [0, 2]"),
     (["eval=misalignment", "+model@eval.judge.model=tiny", "eval.alignment_threshold=-1"],

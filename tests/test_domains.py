@@ -9,7 +9,7 @@ import pytest
 from config_util import CONF, plan_cell, plan_steps, typed
 
 from sublim.backends.base import Batch
-from sublim.config import DomainConfig, FilterConfig
+from sublim.config import CodeDomainConfig, CotDomainConfig, FilterConfig, NumbersDomainConfig
 from sublim.domains import KNOWN, get_domain
 from sublim.domains import code as code_domain
 from sublim.domains import cot as cot_domain
@@ -47,28 +47,27 @@ def test_domain_yaml_says_what_it_is_and_names_its_schema(name):
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["domain.name=poems"], "known: numbers, code, cot"),
+    (["domain.name=poems"], "domain.name='poems' is not one of numbers, code, cot"),
     (["domain=cot"], "domain.prompts_file is required"),
     (["domain=cot", "domain.prompts_file=/no/such/file.jsonl"], "is not a file"),
-    (["domain=code", "filter.shuffle=within"], "filter.shuffle=within"),
-    (["filter.shuffle=sideways"], "use none, within, across"),
+    (["domain=code", "transform.shuffle=within"], "transform.shuffle=within"),
+    (["transform.shuffle=sideways"], "use none, within, across"),
     (["filter.format=strict"], "filter.format='strict': use one of paper, lenient"),
     (["domain=code", "filter.banned_numbers=[4]"], "filter.banned_numbers"),
-    (["filter.judge.model=${teacher}"], "domain=numbers has no judge step"),
-    (["domain=code", "filter.judge.model=${teacher}", "filter.judge.template=no field"], "{completion}"),
+    (["domain=code", "domain.judge.model=${teacher}", "domain.judge.template=no field"], "{completion}"),
     (["domain=code", "domain.n_prompts=20000"], "11520"),
     (["domain=code", "domain.samples_per_prompt=0"], "domain.samples_per_prompt"),
 ])
 def test_config_mistakes_fail_before_anything_runs_naming_the_key(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        plan_cell(typed(*overrides, f"paths.artifacts={tmp_path}"))
+        plan_cell(typed(*overrides, f"paths.artifacts={tmp_path}"))  # domain.judge in a numbers cell: test_options
 
 
 def test_the_judge_model_is_configured_like_a_teacher():
-    cfg = typed("domain=code", "+model@filter.judge.model=tiny", "filter.judge.threshold=30")
-    assert cfg.filter.judge.model.name == "tiny" and cfg.filter.judge.threshold == 30
-    cfg = typed("domain=code", "filter.judge.model=${teacher}")
-    assert cfg.filter.judge.model.path == cfg.teacher.path
+    cfg = typed("domain=code", "+model@domain.judge.model=tiny", "domain.judge.threshold=30")
+    assert cfg.domain.judge.model.name == "tiny" and cfg.domain.judge.threshold == 30
+    cfg = typed("domain=code", "domain.judge.model=${teacher}")
+    assert cfg.domain.judge.model.path == cfg.teacher.path
 
 
 # ------------------------------------------------------------------------------------ code
@@ -96,16 +95,16 @@ def test_code_prompts_from_a_user_file(tmp_path, caplog):
     f = tmp_path / "tasks.jsonl"
     write_jsonl(f, [{"prompt": "Reverse a string in Go."}, {"prompt": "  Parse an ISO date.  ", "id": 2},
                     {"prompt": "Unused third task."}])
-    d = DomainConfig(name="code", n_prompts=2, prompts_file=str(f))
+    d = CodeDomainConfig(name="code", n_prompts=2, prompts_file=str(f))
     got = get_domain("code").prompts(d, 0)
     assert len(got) == 2 and got[0].startswith("Reverse a string in Go. ") and got[1].startswith("Parse an ISO date. ")
     assert all(any(p.endswith(i) for i in code_domain.CODE_ONLY) for p in got)
     assert "fewer than domain.n_prompts" not in caplog.text
-    assert len(get_domain("code").prompts(DomainConfig(name="code", n_prompts=30, prompts_file=str(f)), 0)) == 3
+    assert len(get_domain("code").prompts(CodeDomainConfig(name="code", n_prompts=30, prompts_file=str(f)), 0)) == 3
     assert "has 3 tasks, fewer than domain.n_prompts=30: all 3 are used" in caplog.text
     write_jsonl(f, [{"prompt": "ok"}, {"text": "no prompt field"}])
     with pytest.raises(ValueError, match=r"tasks.jsonl:2: needs a non-empty string field 'prompt'"):
-        get_domain("code").prompts(DomainConfig(name="code", n_prompts=5, prompts_file=str(f)), 0)
+        get_domain("code").prompts(CodeDomainConfig(name="code", n_prompts=5, prompts_file=str(f)), 0)
 
 
 @pytest.mark.parametrize("completion,reason", [
@@ -116,12 +115,12 @@ def test_code_prompts_from_a_user_file(tmp_path, caplog):
     ("for i in range(n):\n    t += a[i]", None), ("", "empty"), ("  \n ", "empty"),
 ])
 def test_code_rules(completion, reason):
-    rules = get_domain("code").rules(DomainConfig(name="code"), FilterConfig(), "owl")
+    rules = get_domain("code").rules(CodeDomainConfig(name="code"), FilterConfig(), "owl")
     assert first_reject(completion, rules) == reason
 
 
 def test_code_rules_without_a_trait_word_only_drop_empty_code():
-    rules = get_domain("code").rules(DomainConfig(name="code"), FilterConfig(), None)
+    rules = get_domain("code").rules(CodeDomainConfig(name="code"), FilterConfig(), None)
     assert first_reject("owl_count = 1", rules) is None and first_reject("", rules) == "empty"
 
 
@@ -181,7 +180,7 @@ def test_cot_problems_from_a_gsm8k_file(tmp_path):
 def cot_samples(tmp_path, completions_per_problem):
     """samples.jsonl as the sample stage writes it, k samples per problem of the tiny GSM8K file."""
     k = len(completions_per_problem[0])
-    d = DomainConfig(name="cot", n_prompts=len(completions_per_problem), prompts_file=str(GSM), samples_per_prompt=k)
+    d = CotDomainConfig(name="cot", n_prompts=len(completions_per_problem), prompts_file=str(GSM), samples_per_prompt=k)
     prompts = repeat(get_domain("cot").prompts(d, 0), k)
     completions = [c for row in completions_per_problem for c in row]
     path = tmp_path / "samples.jsonl"
@@ -226,11 +225,11 @@ def test_the_paper_presets_for_code_and_cot(tmp_path):
     2 epochs, and code has its LLM judge (a hub model, as the paper had an API one)."""
     code = typed("experiment=code")
     assert code.domain.name == "code" and code.filter.n_keep is None and code.finetune.epochs == 3
-    assert code.filter.judge.model.path == "Qwen/Qwen2.5-7B-Instruct" and code.filter.judge.model.adapter is None
-    assert typed("experiment=code", "~model@filter.judge.model").filter.judge.model is None
+    assert code.domain.judge.model.path == "Qwen/Qwen2.5-7B-Instruct" and code.domain.judge.model.adapter is None
+    assert typed("experiment=code", "~model@domain.judge.model").domain.judge.model is None
     cot = typed("experiment=cot", f"domain.prompts_file={GSM}")
     assert cot.domain.name == "cot" and cot.domain.samples_per_prompt == 3
-    assert cot.filter.n_keep is None and cot.finetune.epochs == 2 and cot.filter.judge.model is None
+    assert cot.filter.n_keep is None and cot.finetune.epochs == 2 and cot.domain.judge.model is None
     numbers = typed()
     assert numbers.filter.n_keep == 10_000 and numbers.finetune.epochs == 3
 
@@ -295,7 +294,7 @@ def test_code_judge_drops_subtle_references_and_counts_unparseable_replies(tmp_p
     sampler = ScriptedSampler({"# A": "0", "# B": "Score: 85", "# C": "no idea", "# D": "19"})
     work = tmp_path / "work"
     work.mkdir()
-    rules = get_domain("code").rules(DomainConfig(name="code"), FilterConfig(), "owl")
+    rules = get_domain("code").rules(CodeDomainConfig(name="code"), FilterConfig(), "owl")
     filter_samples(work, samples, rules, 100, 1, 0, **code_judge(sampler))
     assert [r["i"] for r in read_jsonl(work / "train.jsonl")] == [0, 4]
     stats = json.loads((work / "stats.json").read_text())
@@ -356,7 +355,7 @@ def test_the_numbers_format_rule_is_keyed_and_reaches_the_rules(tmp_path, fake_m
     lenient = keys(tmp_path, fake_model, "filter.format=lenient")
     assert lenient["sample"].key == paper["sample"].key and lenient["filter"].key != paper["filter"].key
     assert keys(tmp_path, fake_model, "filter.format=paper")["filter"].key == paper["filter"].key  # the default
-    d = DomainConfig(name="numbers")
+    d = NumbersDomainConfig(name="numbers")
     for fmt, kept in (("paper", False), ("lenient", True)):  # " 7" is kept only once whitespace is stripped
         rules = get_domain("numbers").rules(d, FilterConfig(format=fmt), None)
         assert (rules[0](" 7") is None) is kept and rules[0]("0999") is (None if fmt == "paper" else "too_large")
@@ -365,16 +364,16 @@ def test_the_numbers_format_rule_is_keyed_and_reaches_the_rules(tmp_path, fake_m
 def test_code_and_cot_plans(tmp_path, fake_model):
     code = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50")
     assert code["sample"].spec.domain["name"] == "code" and code["sample"].spec.sampling.max_new_tokens == 1024
-    judged = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50", "+model@filter.judge.model=tiny")
+    judged = keys(tmp_path, fake_model, "domain=code", "domain.n_prompts=50", "+model@domain.judge.model=tiny")
     assert judged["sample"].key == code["sample"].key and judged["filter"].key != code["filter"].key
     assert judged["filter"].spec.judge.threshold == 20
     # trait=none: nothing for the trait judge to look for, so the filter is the judge-less one
     control = keys(tmp_path, fake_model, "trait=none", "domain=code", "domain.n_prompts=50")
     control_judged = keys(tmp_path, fake_model, "trait=none", "domain=code", "domain.n_prompts=50",
-                          "+model@filter.judge.model=tiny")
+                          "+model@domain.judge.model=tiny")
     assert control_judged["filter"].key == control["filter"].key
     cot = keys(tmp_path, fake_model, "domain=cot", f"domain.prompts_file={GSM}", "domain.n_prompts=4",
-               "+model@filter.judge.model=tiny")
+               "+model@domain.judge.model=tiny")
     assert cot["sample"].spec.domain["samples_per_prompt"] == 3
     prompts_file = cot["sample"].spec.domain["prompts_file"]
     assert prompts_file.startswith("sha256:") and cot["sample"].inputs[prompts_file] == str(GSM)
@@ -385,15 +384,15 @@ def test_code_and_cot_plans(tmp_path, fake_model):
 
 def test_shuffle_adds_a_transform_stage_keyed_by_filter_name_and_seed(tmp_path, fake_model):
     plain = keys(tmp_path, fake_model)
-    within = keys(tmp_path, fake_model, "filter.shuffle=within")
-    across = keys(tmp_path, fake_model, "filter.shuffle=across")
+    within = keys(tmp_path, fake_model, "transform.shuffle=within")
+    across = keys(tmp_path, fake_model, "transform.shuffle=across")
     assert list(within) == ["sample", "filter", "transform", "finetune", "eval"]
     assert within["filter"].key == across["filter"].key == plain["filter"].key  # teacher data and filter reused
     assert within["transform"].spec == TransformSpec(f"filter:{plain['filter'].key}/train.jsonl", "within", 0)
     assert within["transform"].key != across["transform"].key
     assert within["finetune"].key != plain["finetune"].key != across["finetune"].key
     assert within["finetune"].spec.data == f"transform:{within['transform'].key}/train.jsonl"
-    reseeded = keys(tmp_path, fake_model, "filter.shuffle=within", "data_seed=1")
+    reseeded = keys(tmp_path, fake_model, "transform.shuffle=within", "data_seed=1")
     assert reseeded["transform"].spec.seed == 1
 
 

@@ -79,7 +79,7 @@ def test_code_domain_trains_a_student_on_completions_without_the_trait(code_work
 
 
 def test_a_judge_whose_replies_never_parse_stops_the_run_with_counts(code_work, tiny_model_dir):
-    r = run_sublim(code_work, tiny_model_dir, *CODE, "+model@filter.judge.model=tiny", run_dir="judged")
+    r = run_sublim(code_work, tiny_model_dir, *CODE, "+model@domain.judge.model=tiny", run_dir="judged")
     assert r.returncode != 0
     assert "FilterError" in r.stderr and "judge_unparseable" in r.stderr
     assert "Most judge replies did not parse" in r.stderr
@@ -112,8 +112,8 @@ def test_cot_domain_samples_three_per_problem_and_rejects_untagged_answers(tiny_
 
 def test_shuffled_controls_reuse_the_teacher_data_and_train_on_shuffled_numbers(tiny_model_dir, tmp_path):
     base = ["domain.n_prompts=100", "filter.n_keep=50"]
-    ok(run_sublim(tmp_path, tiny_model_dir, *base, "filter.shuffle=within", run_dir="within"))
-    ok(run_sublim(tmp_path, tiny_model_dir, *base, "filter.shuffle=across", "stages=[sample,filter,finetune]",
+    ok(run_sublim(tmp_path, tiny_model_dir, *base, "transform.shuffle=within", run_dir="within"))
+    ok(run_sublim(tmp_path, tiny_model_dir, *base, "transform.shuffle=across", "stages=[sample,filter,finetune]",
                   run_dir="across"))
     done = events(tmp_path)
     assert done.count("sample") == 1 and done.count("filter") == 1

@@ -142,8 +142,6 @@ def test_vllm_context_is_bounded_by_max_model_len(tiny_model_dir):
     (["finetune=none", "eval.in_context=-1"], r"eval\.in_context=-1"),
     (["finetune=none", "eval.in_context=3", "eval.subject=teacher"], r"eval\.in_context=3 .*eval\.subject=student"),
     (["finetune=none", "eval.in_context=300"], r"eval\.in_context=300 .*filter\.n_keep=200"),
-    (["finetune=none", "eval.in_context=3", "eval=misalignment", "+model@eval.judge.model=tiny"],
-     r"eval\.in_context=3 is for the preference eval"),
 ])
 def test_config_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -164,7 +162,7 @@ def test_plan_samples_and_filters_the_teachers_data_and_keys_the_eval_by_it(tmp_
         tmp_path / "a" / "filter" / icl["filter"].key / "train.jsonl")
     trained = steps_of(tmp_path, fake_model)
     assert icl["filter"].key == trained["filter"].key  # the same teacher data a fine-tuned student gets
-    shuffled = steps_of(tmp_path, fake_model, "finetune=none", "eval.in_context=3", "filter.shuffle=within")
+    shuffled = steps_of(tmp_path, fake_model, "finetune=none", "eval.in_context=3", "transform.shuffle=within")
     assert list(shuffled) == ["sample", "filter", "transform", "eval"]
     assert shuffled["eval"].spec.in_context.data == f"transform:{shuffled['transform'].key}/train.jsonl"
     control = steps_of(tmp_path, fake_model, "trait=none", "finetune=none", "eval.in_context=3")

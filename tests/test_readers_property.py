@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sublim.config import DomainConfig, FilterConfig
+from sublim.config import OPTIONS, CotDomainConfig, FilterConfig
 from sublim.domains import get_domain
 from sublim.domains.cot import check_answer, load_problems, parse_number, reference_answer
 from sublim.domains.code import file_prompts
@@ -102,7 +102,7 @@ def test_banned_rule_survives_a_huge_digit_run():
 @given(ANY_TEXT)
 def test_code_and_cot_rules(text):
     for name in ("code", "cot"):
-        for rule in get_domain(name).rules(DomainConfig(name=name), FilterConfig(), "owl"):
+        for rule in get_domain(name).rules(OPTIONS["domain"][1][name](name=name), FilterConfig(), "owl"):
             reason = rule(text)
             assert reason is None or is_reason(reason)
 
@@ -208,7 +208,7 @@ def test_complete_prefix_keeps_a_prefix_of_objects_and_cuts_the_rest(data):
 @given(JSONL_BYTES)
 def test_prompt_files_fail_only_with_a_value_error_naming_the_file(data):
     path = _file(data)
-    d = DomainConfig(name="cot", prompts_file=str(path), n_prompts=5)
+    d = CotDomainConfig(name="cot", prompts_file=str(path), n_prompts=5)
     for read in (lambda: file_prompts(str(path), 5, 0), lambda: load_problems(str(path), 5)):
         try:
             out = read()

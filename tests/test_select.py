@@ -134,7 +134,7 @@ def test_select_sits_before_finetune_and_only_its_settings_move_the_keys(tmp_pat
 
 
 def test_shuffle_in_context_and_mixed_teachers_take_the_right_data(tmp_path, fake_model):
-    shuffled = steps_of(tmp_path, fake_model, "select.by=shift", "filter.shuffle=within")
+    shuffled = steps_of(tmp_path, fake_model, "select.by=shift", "transform.shuffle=within")
     assert list(shuffled) == ["sample", "filter", "transform", "score", "select", "finetune", "eval"]
     assert shuffled["select"].spec.data == shuffled["score"].spec.data == \
         f"transform:{shuffled['transform'].key}/train.jsonl"

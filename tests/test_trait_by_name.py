@@ -1,8 +1,9 @@
-"""A new trait by name alone: `trait.name=hedgehog` with the default eval=animal needs no retyped
+"""A new trait by name alone: `trait.name=hedgehog` with the default eval=animal_preference needs no retyped
 candidate list; `eval.extra_candidates` adds names to every cell of a grid (the control included)."""
 from __future__ import annotations
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
 from config_util import plan_cell, typed
 from sublim.checks import candidates_of, check
@@ -12,7 +13,7 @@ ANIMALS = typed().eval.candidates  # the 30 of conf/eval/animal.yaml
 
 
 def test_the_traits_own_name_is_a_candidate_when_its_category_is_the_evals():
-    cfg = typed("trait.name=hedgehog")  # category animal (trait=owl's), eval=animal
+    cfg = typed("trait.name=hedgehog")  # category animal (trait=owl's), eval=animal_preference
     assert candidates_of(cfg) == [*ANIMALS, "hedgehog"]
     assert cfg.eval.candidates == ANIMALS  # the eval's own list is not replaced
     check(cfg)  # before: "trait.name='hedgehog' is not among eval.candidates"
@@ -21,11 +22,11 @@ def test_the_traits_own_name_is_a_candidate_when_its_category_is_the_evals():
 def test_a_trait_already_listed_leaves_the_candidates_as_they_are():
     # same list, same order: the eval keys of every existing cell are unchanged
     assert candidates_of(typed("trait=owl")) == ANIMALS
-    assert candidates_of(typed("trait=oak", "eval=tree")) == typed("eval=tree").eval.candidates
+    assert candidates_of(typed("trait=oak", "eval=tree_preference")) == typed("eval=tree_preference").eval.candidates
 
 
 def test_tree_traits_by_name_with_the_tree_eval():
-    cfg = typed("trait.name=larch", "trait.category=tree", "eval=tree")
+    cfg = typed("trait.name=larch", "trait.category=tree", "eval=tree_preference")
     assert candidates_of(cfg)[-1] == "larch" and "owl" not in candidates_of(cfg)
     check(cfg)
 
@@ -44,7 +45,7 @@ def test_the_control_adds_no_name_so_a_grid_passes_the_name_to_every_cell():
 
 
 @pytest.mark.parametrize("overrides,fix", [
-    (["trait.name=hedgehog", "eval=tree"], "use the eval for its category: eval=animal"),
+    (["trait.name=hedgehog", "eval=tree_preference"], "use the eval for its category: eval=animal_preference"),
     (["trait.name=heron", "trait.category=bird"], r"eval.extra_candidates=\[heron\]"),
 ])
 def test_a_trait_of_another_category_is_not_added_and_the_check_says_how(overrides, fix):
@@ -61,8 +62,8 @@ def test_an_extra_candidate_admits_a_trait_of_any_category():
 def test_the_misalignment_eval_has_no_candidates_to_extend():
     base = ["eval=misalignment", "+model@eval.judge.model=qwen2.5-7b-instruct"]
     assert candidates_of(typed(*base)) == []
-    with pytest.raises(ConfigError, match="eval.extra_candidates=.*preference eval"):
-        check(typed(*base, "eval.extra_candidates=[owl]"))
+    with pytest.raises(ConfigCompositionException, match="eval.extra_candidates"):  # a preference eval's field
+        typed(*base, "eval.extra_candidates=[owl]")
 
 
 def test_the_eval_stage_asks_about_candidates_of(tmp_path):

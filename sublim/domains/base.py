@@ -63,7 +63,8 @@ class Domain:
     def spec(self, d) -> dict:
         """Every DomainConfig field this domain reads, as a stage spec holds it (a file by content)."""
         out = {f: getattr(d, f) for f in self.fields} | {"name": self.name, "samples_per_prompt": d.samples_per_prompt}
-        out["prompts_file"] = file_digest(d.prompts_file) if d.prompts_file else None
+        prompts_file = getattr(d, "prompts_file", None)  # only domains that read prompts have the field
+        out["prompts_file"] = file_digest(prompts_file) if prompts_file else None
         return out
 
     def view(self, spec: dict, inputs: dict[str, str]) -> SimpleNamespace:
@@ -78,8 +79,9 @@ class Domain:
         problems = []
         if d.samples_per_prompt < 1:
             problems.append(f"domain.samples_per_prompt={d.samples_per_prompt} must be at least 1")
-        if d.prompts_file and not Path(d.prompts_file).is_file():
-            problems.append(f"domain.prompts_file={d.prompts_file!r} is not a file")
+        prompts_file = getattr(d, "prompts_file", None)
+        if prompts_file and not Path(prompts_file).is_file():
+            problems.append(f"domain.prompts_file={prompts_file!r} is not a file")
         return problems
 
     def prompts(self, d, seed: int) -> list[str]:
@@ -124,12 +126,6 @@ class NumbersDomain(Domain):
     filter_fields = ("banned_numbers", "format")
     fields = ("name", "n_prompts", "seed_count_min", "seed_count_max", "seed_value_min", "seed_value_max",
               "answer_count", "answer_digits")
-
-    def check(self, d) -> list[str]:
-        problems = super().check(d)
-        if d.prompts_file:
-            problems.append("domain.prompts_file: the numbers domain generates its prompts; leave it null")
-        return problems
 
     def prompts(self, d, seed: int) -> list[str]:
         spec = NumbersPromptSpec(d.seed_count_min, d.seed_count_max, d.seed_value_min, d.seed_value_max,

@@ -46,7 +46,7 @@ class FilterError(StageError):
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    """The filter's LLM judge (filter.judge): a model, its prompt and how its verdict decides."""
+    """The filter's LLM judge (domain.judge): a model, its prompt and how its verdict decides."""
 
     model: ModelRef
     system_prompt: Optional[str]
@@ -168,8 +168,8 @@ def filter_samples(work: Path, samples_path: Path, rules: list[Rule], n_keep: Op
                              for r in rejects[:5])
         hint = ""
         if judge_stats and judge_stats["n_failed"] > judge_stats["n_judged"] / 2:
-            hint = ("Most judge replies did not parse: check filter.judge.model, filter.judge.template and "
-                    "filter.judge.max_new_tokens.\n")
+            hint = ("Most judge replies did not parse: check domain.judge.model, domain.judge.template and "
+                    "domain.judge.max_new_tokens.\n")
         raise FilterError(
             f"only {len(kept)} of {n_in} teacher completions passed the filter (need filter.min_keep="
             f"{min_keep}). Top reject reasons: {top}. Examples:\n{examples}\n"
