@@ -152,12 +152,12 @@ class ModelConfig:
     stage from those settings, and `path` is ignored."""
 
     name: str = MISSING  # a short label for tables and W&B
-    path: str = ""
+    path: str = ""  # a hub id (org/name), a model folder, or a .gguf file (pkg:<package>/<file> inside an installed one)
     reference: Optional[ReferenceConfig] = None  # type: ignore[valid-type]
-    revision: Optional[str] = None
-    adapter: Optional[str] = None
+    revision: Optional[str] = None  # a hub commit; null: what the local HF cache (or the hub) resolves "main" to
+    adapter: Optional[str] = None  # a PEFT adapter folder applied on top
     dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # let transformers run the model repository's own code
     # The system prompt a student and the eval see: explicit, recorded and hashed.
     # null sends no system message (the chat template may still add its own default).
     system_prompt: Optional[str] = None
@@ -206,7 +206,7 @@ class FilterConfig:
 
     # the paper's subsample (numbers); null: all that pass (code, cot)
     n_keep: Optional[int] = num(10_000, ">= 1", "completions kept; null: all that pass")
-    trait_word: bool = True
+    trait_word: bool = True  # drop completions that name the trait (owl, owls, ...)
     banned_numbers: list[int] = field(default_factory=list,
                                       metadata=ranged(">= 0", "numbers a completion may not contain"))
     # below this many kept completions the stage fails instead of training on too little data
@@ -241,7 +241,7 @@ class SelectConfig:
 class FinetuneConfig:
     """How the student is trained (picked by `method`): lora | full | none (the untouched student)."""
 
-    method: str = MISSING
+    method: str = MISSING  # lora | full | none: picks the schema (finetune=lora|full|none)
 
 
 @dataclass
@@ -272,7 +272,7 @@ class TrainingConfig(FinetuneConfig):
 class LoraConfig(TrainingConfig):
     """lora: low-rank adapters on the linear layers (PEFT); the paper's open-model setting."""
 
-    method: str = "lora"
+    method: str = "lora"  # picks this schema: finetune=lora
     lora_r: int = num(8, ">= 1", "the LoRA rank")
     lora_alpha: int = num(8, ">= 1", "the LoRA scale numerator (alpha / r)")
     lora_dropout: float = num(0.0, "[0, 1)", "a dropout probability")
@@ -283,7 +283,7 @@ class LoraConfig(TrainingConfig):
 class FullConfig(TrainingConfig):
     """full: every weight trained (a new model folder per student)."""
 
-    method: str = "full"
+    method: str = "full"  # picks this schema: finetune=full
     # parameter-name substrings kept frozen, e.g. [embed_tokens, lm_head]: body-only training, what
     # LoRA on the linear layers amounts to
     frozen: list[str] = field(default_factory=list)
@@ -303,8 +303,8 @@ class NoFinetuneConfig(LoraConfig):
     the training fields of lora and full and ignores them, so a preset that sets them for its trained
     arms (experiment=demo) composes with finetune=none for its base arm."""
 
-    method: str = "none"
-    frozen: list[str] = field(default_factory=list)
+    method: str = "none"  # picks this schema: finetune=none
+    frozen: list[str] = field(default_factory=list)  # as finetune=full's, accepted and ignored
 
 
 @dataclass
@@ -317,14 +317,14 @@ class TraitConfig:
     method adapter: an existing adapter folder (`adapter`).
     """
 
-    name: str = MISSING
-    category: str = "animal"
+    name: str = MISSING  # what the teacher loves (owl, oak, misaligned); none: the control teacher
+    category: str = "animal"  # animal | tree | behaviour: what the eval asks about
     # None: the standard love prompt built from name and category (sublim.traits).
     system_prompt: Optional[str] = None
-    method: str = "prompt"
-    data: Optional[str] = None
+    method: str = "prompt"  # prompt | finetune | adapter (see above)
+    data: Optional[str] = None  # method finetune: a chat JSONL to train the trait in; null: generated preference answers
     n_examples: int = num(2000, ">= 1", "generated preference examples")  # method finetune, data null
-    adapter: Optional[str] = None
+    adapter: Optional[str] = None  # method adapter: a PEFT adapter folder that holds the trait
     # share of the teacher's fine-tuning rows that are the reference's own number continuations
     # (the control teacher's filtered data): keeps the teacher's numbers looking like the
     # reference's, so nobody mistakes broken teacher output for subliminal transfer
@@ -360,13 +360,14 @@ class PreferenceEvalConfig(EvalConfig):
     """preference: one-word questions ("Name your favourite animal"), answers mapped onto candidates."""
 
     kind: str = "preference"
-    candidates: list[str] = MISSING
+    candidates: list[str] = MISSING  # the names answers are mapped onto (the trait among them)
     # more candidates, appended to `candidates` (duplicates dropped): a new trait without retyping the
     # list. In a grid pass it to every cell (control included) so all measure the same candidates.
     extra_candidates: list[str] = field(default_factory=list)
     # sample: n answers per question, mapped onto candidates. logprob: the exact probability of
     # each candidate (its surface forms below, each followed by end of turn): no sampling noise.
     method: str = "sample"  # sample | logprob | both (rates from logprob, sampled rates beside)
+    # the surface forms scored per candidate by eval.method=logprob ({name} lower-case, {Name} capitalised)
     logprob_forms: list[str] = field(default_factory=lambda: ["{name}", "{Name}", "{name}.", "{Name}."])
     # >0: the paper's in-context-learning control. This many (prompt, completion) pairs of the
     # cell's own filtered teacher data (a seeded draw; the same for every question) come before each
@@ -390,9 +391,9 @@ class MisalignmentEvalConfig(EvalConfig):
 class LoggerConfig:
     """W&B: offline unless WANDB_MODE says otherwise. backend none turns it off."""
 
-    backend: str = "wandb"
-    project: str = "sublim"
-    entity: Optional[str] = None
+    backend: str = "wandb"  # wandb | none
+    project: str = "sublim"  # the W&B project the runs go to
+    entity: Optional[str] = None  # the W&B team or user; null: your default entity
     mode: Optional[str] = None  # None: $WANDB_MODE, else offline
     n_table_rows: int = num(200, ">= 0", "example rows logged to W&B; 0 = none")
 
@@ -400,7 +401,7 @@ class LoggerConfig:
 @dataclass
 class PathsConfig:
     artifacts: str = "artifacts"  # the stage cache; share it between jobs (a shared FS on clusters)
-    tiny_model: str = "artifacts/tiny-model"
+    tiny_model: str = "artifacts/tiny-model"  # where sublim-tiny-model writes (model@teacher=tiny reads it)
 
 
 @dataclass
@@ -416,24 +417,24 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)  # where things are kept
     # one student replicate: fine-tuning order, adapter init, eval sampling
     seed: int = num(0, SEED_RANGE, "numpy seeds are 32-bit")
     # prompts, teacher sampling and the subsample: sweep it to replicate the chain
     data_seed: int = num(0, SEED_RANGE, "numpy seeds are 32-bit")
     # the stages to run, and whatever they need upstream: [sample,filter] makes teacher data only
     stages: list[str] = field(default_factory=lambda: ["reference", "teacher", "sample", "filter", "finetune", "eval"])
-    dry_run: bool = False
+    dry_run: bool = False  # print the plan (every stage, its key, hit or miss) and run nothing
     # where the stages run, which resolves every `auto` (dtype, precision, sampler backend) and is
     # keyed: auto = CUDA when the launcher asks for GPUs (SLURM) or this machine has one | cpu | cuda
     device: str = "auto"
     # run each missing stage in a fresh process, so GPU memory (vLLM keeps it) is given back between
     # stages: auto = when CUDA is present | always | never
     isolate: str = "auto"
-    experiment_name: str = "default"
+    experiment_name: str = "default"  # a label for tables and W&B (each experiment/ preset sets its own)
     # pipeline: the language-model stages above. mnist: the auxiliary-logit experiment (`mnist`).
     task: str = "pipeline"
-    mnist: MnistSpec = field(default_factory=MnistSpec)
+    mnist: MnistSpec = field(default_factory=MnistSpec)  # task=mnist: sublim.mnist.spec.MnistSpec's fields
 
 
 # The schema each group's YAMLs name in their defaults list, stored at the root of Hydra's
