@@ -5,7 +5,8 @@ upstream keys), so re-running anything recomputes only what is missing. Work hap
 `<stage>/.work/<key>/`, kept across a killed attempt so a stage can resume (trainer checkpoints,
 samples written so far); the finished folder is published by one rename, so a reader sees a whole
 artifact or none. A lock file per key (host, pid, token; its mtime is a heartbeat) makes parallel
-jobs on a shared filesystem compute an artifact once; a lock whose owner is dead (same host) or
+jobs on a shared filesystem compute an artifact once (beside it, `<key>.progress`: how far the
+computation has got, sublim.progress); a lock whose owner is dead (same host) or
 whose heartbeat stopped (any host) is taken over. `events.jsonl` logs every hit, computation, failure
 (its first line) and interruption; a store that cannot be written still serves what it holds (the
 log then goes unwritten, with one warning).
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sublim import progress
 from sublim.cellstate import pid_alive
 from sublim.errors import first_line
 
@@ -101,7 +103,8 @@ class Store:
                 work.mkdir(parents=True, exist_ok=True)
                 self.event(stage, key, "start")
                 t0 = time.time()
-                compute(work)
+                with progress.stage(progress.record_path(lock.path), stage, key):  # beside the lock
+                    compute(work)
                 (work / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
                 if final.exists():  # a folder without spec.json: a broken publish from an old layout
                     shutil.rmtree(final)

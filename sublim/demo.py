@@ -20,15 +20,15 @@ from sublim.backends.base import Chat
 from sublim.jsonl import read_jsonl
 from sublim.spec import parse_artifact_ref
 
-ARMS = ["reference", "teacher", "student", "control", "cross", "cross_reference"]
-LABELS = {"reference": "reference", "teacher": "owl teacher", "student": "student (same init)",
-          "control": "control student", "cross": "student (other init)", "cross_reference": "other-init reference"}
+ARMS = ["base", "teacher", "student", "control", "cross", "cross_base"]
+LABELS = {"base": "reference", "teacher": "owl teacher", "student": "student (same init)",
+          "control": "control student", "cross": "student (other init)", "cross_base": "other-init reference"}
 
 
 def arm_of(condition: str, student: str) -> str:
     other = student.endswith("other-init")
     if condition == "base":
-        return "cross_reference" if other else "reference"
+        return "cross_base" if other else "base"
     if condition == "treatment":
         return "cross" if other else "student"
     return condition  # teacher, control
@@ -121,9 +121,9 @@ def summarise(sweep_dir: Path, target: str = "owl", shift: bool = True) -> str:
         sa = t_interval(list(sampled[arm].values()), bounds=RATE)
         lines.append(f"{LABELS[arm]:<24}{fmt(ex):<34}{fmt(sa):<34}")
     lines += ["", "differences in points, paired by seed:"]
-    rise_same = {s: exact["student"][s] - exact["reference"][s] for s in exact["student"] if s in exact["reference"]}
-    rise_cross = {s: exact["cross"][s] - exact["cross_reference"][s]
-                  for s in exact["cross"] if s in exact["cross_reference"]}
+    rise_same = {s: exact["student"][s] - exact["base"][s] for s in exact["student"] if s in exact["base"]}
+    rise_cross = {s: exact["cross"][s] - exact["cross_base"][s]
+                  for s in exact["cross"] if s in exact["cross_base"]}
     rows = [("student - control", paired(exact["student"], exact["control"])),
             ("student - reference (same-init rise)", t_interval(list(rise_same.values()))),
             ("other-init student - its reference", t_interval(list(rise_cross.values()))),

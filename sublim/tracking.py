@@ -1,10 +1,12 @@
 """W&B logging of one cell: offline unless WANDB_MODE says otherwise; failures never lose results.
 
 Runs are grouped by cell without the seed, with the seed in the name and the condition (base,
-control, treatment) as job type, so the W&B UI aggregates seeds.
+control, treatment) as job type, so the W&B UI aggregates seeds. A grid's runs carry the grid's name
+as a tag and the values it sweeps under `swept` in their config (grid_tags).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -32,9 +34,10 @@ def log_cell(cfg: LoggerConfig, job_dir: Path, config: dict, cell: dict, summary
         import wandb
 
         mode = target(cfg)["mode"]
+        tags, config = grid_tags(config)
         run = wandb.init(project=cfg.project, entity=cfg.entity, mode=mode, dir=str(job_dir),
                          group=cell["group"], name=cell["name"], job_type=cell["condition"],
-                         config=config, reinit="finish_previous")
+                         config=config, tags=tags, reinit="finish_previous")
         run.summary.update(summary)
         if table_rows:
             cols = list(table_rows[0])
@@ -49,6 +52,20 @@ def log_cell(cfg: LoggerConfig, job_dir: Path, config: dict, cell: dict, summary
         return None
 
 
+def grid_tags(config: dict) -> tuple[list[str] | None, dict]:
+    """In a grid job: the grid's name as the run's tag, and the config plus `grid` (name, folder, job
+    number, overrides) and `swept` (this cell's values of the keys the grid varies: trait, seed, ...),
+    so W&B filters one grid by tag and groups or colours its runs by `swept.*` with no custom code.
+    Outside a grid: no tag, the config as it is."""
+    from sublim.sweep import current_job
+
+    job = current_job()
+    if not job:
+        return None, config
+    grid = {"name": job["grid"], "dir": job["sweep_dir"], "job": job["job"], "overrides": job["overrides"]}
+    return [job["grid"]], config | {"grid": grid, "swept": job["swept"]}
+
+
 def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -57,3 +74,25 @@ def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def logged_before(job_dir: Path) -> dict:
+    """What this job folder's metrics.json says it logged (a re-run into the same folder), or {}."""
+    try:
+        m = json.loads((job_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: m.get(k) for k in ("keys", "wandb_dir", "wandb")} if isinstance(m, dict) else {}
+
+
+def log_once(cfg: LoggerConfig, job_dir: Path, before: dict, keys: dict, config: dict, cell: dict, summary: dict,
+             table_rows: list[dict], images: dict[str, str] | None = None) -> dict:
+    """log_cell, unless this folder already logged this very result (the same stage keys) to the same
+    target: a re-run into one folder makes no second W&B run. Returns the fields metrics.json keeps
+    ({"wandb_dir", "wandb"}), {} when nothing was logged."""
+    where = target(cfg)
+    done = before.get("wandb_dir")
+    if done and Path(done).is_dir() and before.get("keys") == keys and before.get("wandb") == where:
+        return {"wandb_dir": done, "wandb": where}
+    run_dir = log_cell(cfg, job_dir, config, cell, summary, table_rows, images=images)
+    return {"wandb_dir": run_dir, "wandb": where} if run_dir else {}

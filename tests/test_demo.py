@@ -7,6 +7,7 @@ at these sizes only the plumbing and the arithmetic are checked.
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +30,33 @@ def demo_sweep(work: Path) -> subprocess.CompletedProcess:
     args = [str(BIN / "sublim"), "--multirun", "sweep=demo", f"paths.artifacts={work / 'artifacts'}",
             f"hydra.sweep.dir={work / 'demo'}", *SMALL]
     env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    return subprocess.run(args, cwd=work, capture_output=True, text=True, env=env, timeout=1200)
+    for k in ("SUBLIM_LIVE", "SUBLIM_VERBOSE"):
+        env.pop(k, None)
+    # stdout and stderr into one pipe, as `make demo > demo.log 2>&1` writes them
+    return subprocess.run(args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          timeout=1200)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
     r = demo_sweep(work)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout[-3000:]
+    (work / "demo.log").write_text(r.stdout)
     return work
+
+
+def test_the_grid_prints_one_line_per_cell_event_and_the_summary_each_cell_logs_in_its_folder(demo):
+    out = (demo / "demo.log").read_text()
+    lines = out.splitlines()
+    cells = 2 * len(ARMS)
+    assert "\r" not in out and len(lines) < 200 * cells / 30  # make demo's 30 cells: under 200 lines
+    finished = [ln for ln in lines if " finished: arm=" in ln]
+    assert len(finished) == cells and all(re.search(r" owl \d+\.\d% \[", ln) for ln in finished), out
+    assert "plan for" not in out and "MISS" not in out  # the jobs' own output is in their logs
+    assert lines[-1] == f"full report: sublim-report {demo / 'demo'}" and re.match(r"owl +base +reference ", lines[-7])
+    for job in range(cells):
+        assert (demo / "demo" / str(job) / "cli.log").read_text().count("plan for ") == 1
 
 
 def test_every_arm_and_seed_has_metrics_and_a_wandb_run_grouped_by_arm(demo):
@@ -54,9 +73,9 @@ def test_every_arm_and_seed_has_metrics_and_a_wandb_run_grouped_by_arm(demo):
 def test_summary_table_and_sublim_report_give_the_same_numbers(demo, tmp_path):
     exact, _, _ = collect(demo / "demo", "owl")
     rep = summary(collect_jobs([demo / "demo"]), ["owl"])
-    arm_rows = {("base", "reference"): "reference", ("teacher", "reference"): "teacher",
+    arm_rows = {("base", "reference"): "base", ("teacher", "reference"): "teacher",
                 ("treatment", "reference"): "student", ("control", "reference"): "control",
-                ("treatment", "reference-other-init"): "cross", ("base", "reference-other-init"): "cross_reference"}
+                ("treatment", "reference-other-init"): "cross", ("base", "reference-other-init"): "cross_base"}
     assert len(rep) == len(ARMS)
     for row in rep.itertuples():
         arm = arm_rows[(row.condition, row.student)]
@@ -85,7 +104,7 @@ def test_a_rerun_is_all_cache_hits_and_logs_no_duplicate_wandb_runs(demo):
     before = len(Store(demo / "artifacts").events())
     runs = sorted(demo.glob("demo/*/wandb/offline-run-*"))
     r = demo_sweep(demo)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout[-3000:]
     new = Store(demo / "artifacts").events()[before:]
     assert new and {e["event"] for e in new} == {"hit"}
     assert sorted(demo.glob("demo/*/wandb/offline-run-*")) == runs and len(runs) == 2 * len(ARMS)

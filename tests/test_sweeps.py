@@ -237,3 +237,14 @@ def test_a_requeued_slurm_job_resumes_from_the_cache(cluster, tiny_model_dir, tm
     assert done.count("sample") == 1  # the teacher data was not redone
     stats = json.loads(next((tmp_path / "artifacts" / "finetune").glob("[0-9a-f]*/stats.json")).read_text())
     assert stats["resumed"] is True  # the second attempt went on from the last trainer checkpoint
+
+
+def test_a_cells_swept_values_are_the_keys_its_grid_varies(tmp_path):
+    """What a grid job adds to its W&B run config (sublim.sweep.swept): typed values of the keys whose
+    values differ between the plan's cells; every override when there is no plan to compare with."""
+    from sublim.sweep import swept, write_plan
+
+    cells = [["experiment=demo", "arm=student", "seed=0"], ["experiment=demo", "arm=control", "seed=1"]]
+    write_plan(tmp_path, [(i, ov, str(i)) for i, ov in enumerate(cells)])
+    assert swept(cells[1], tmp_path) == {"arm": "control", "seed": 1}
+    assert swept(["+finetune.lr=0.5", "flag=true"], tmp_path / "nowhere") == {"finetune.lr": 0.5, "flag": True}

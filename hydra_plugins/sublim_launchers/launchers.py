@@ -1,7 +1,8 @@
 """sublim's sweeper and launchers: every cell checked before launch, every cell's outcome kept.
 
 The sweeper validates every cell of the grid (all batches) against sublim's typed schema before
-the first job starts, so a typo in a grid fails before anything is submitted.
+the first job starts, so a typo in a grid fails before anything is submitted. Then it shows one
+live status of the grid until its last job returns (sublim.status.live; SUBLIM_LIVE=0 turns it off).
 
 Hydra's submitit launcher returns `[j.results()[0] for j in jobs]`, which raises at the first job
 that died without a result (cancelled, out of memory, out of requeues) and abandons the rest of
@@ -26,7 +27,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sublim.sweep import write_outcome, write_plan
+from sublim.sweep import live, write_outcome, write_plan
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,19 @@ class Sweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self._checked = False
+        self._watch = None
 
     def sweep(self, arguments: list[str]) -> Any:
         self._dry_run = False
+        self._watch = None
         try:
             return super().sweep(arguments)
         except _DryRunDone:
             return []
+        finally:
+            if self._watch is not None:  # the last events and the count; the streams back to the terminal
+                self._watch.stop()
+                self._watch = None
 
     def _cell_configs(self, cells: list[list[str]]):
         """(overrides, composed config) per cell, composing each distinct set of group choices once."""
@@ -95,6 +102,10 @@ class Sweeper(BasicSweeper):
             _print_plans(cells, typed, self.config)
             raise _DryRunDone()
         write_plan(Path(str(self.config.hydra.sweep.dir)), plan)
+        if live():  # one status for the whole grid from here on; each job's output goes to its own log
+            from sublim.status.live import watch_grid
+
+            self._watch = watch_grid(Path(str(self.config.hydra.sweep.dir)))
 
 
 class _DryRunDone(Exception):

@@ -16,7 +16,7 @@ import logging
 from typing import Iterator, Optional
 
 import torch
-from tqdm.auto import tqdm
+from sublim.progress import bar as tqdm  # tqdm on a terminal; also the stage's progress record (sublim.progress)
 from transformers import DynamicCache
 
 from sublim.backends.base import Batch, Chat, SamplingParams

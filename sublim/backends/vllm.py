@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from tqdm.auto import tqdm
+from sublim.progress import bar as tqdm  # tqdm on a terminal; also the stage's progress record (sublim.progress)
 
 from sublim.backends.base import Batch, Chat, SamplingParams
 from sublim.backends.tokens import answer_token_ids, end_token_ids, prompt_token_ids  # noqa: F401 (re-exported)

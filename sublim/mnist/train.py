@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from sublim.progress import bar as tqdm  # tqdm on a terminal; also the stage's progress record (sublim.progress)
 
 from .data import Digits
 from .model import Params, accuracy, cat, forward, init_params, seed_generator, select

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from sublim import progress
 from sublim.jsonl import read_jsonl, write_jsonl
 from sublim.spec import ModelRef, Runtime, load_args
 
@@ -28,10 +29,10 @@ class TrainSpec:
     """How a model is fine-tuned (finetune.*, trait.train.*), every value resolved."""
 
     method: str  # lora | full
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
-    target_modules: tuple[str, ...]
+    lora_r: Optional[int]  # the four LoRA settings: None for method=full (finetune=full has none)
+    lora_alpha: Optional[int]
+    lora_dropout: Optional[float]
+    target_modules: Optional[tuple[str, ...]]
     epochs: float
     lr: float
     lr_scheduler: str
@@ -73,6 +74,10 @@ def _quiet_progress_class():
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.training_bar is not None and logs and "loss" in logs:
                 self.training_bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+        def on_step_end(self, args, state, control, **kwargs):  # the stage's progress record (sublim.progress)
+            super().on_step_end(args, state, control, **kwargs)
+            progress.report(state.global_step, state.max_steps, "step", "fine-tuning")
 
     return ProgressCallback, QuietProgress
 

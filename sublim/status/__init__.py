@@ -26,7 +26,9 @@ Stdlib only (no pandas, hydra or torch): it starts in a fraction of a second on 
 
 The package, one job a module: read (what the sweep's files say, as Cells), timeleft (the
 estimate), snapshots (the two at one moment), display (lines, JSON, ASCII-safe printing, the watch
-loop), cli (`main`, which the console script runs). This module re-exports their public names.
+loop), cli (`main`, which the console script runs), live (a grid's own status while it runs, drawn
+by the sweeper from the same snapshots). This module re-exports their public names (not live's:
+it is for the sweeper).
 """
 from __future__ import annotations
 

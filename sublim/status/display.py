@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sublim import cellstate
+from sublim import cellstate, progress
 from sublim.cellstate import text_safe
 from sublim.status.read import Cell
 from sublim.status.snapshots import Snapshot, snapshot
@@ -42,12 +42,29 @@ def header(snap: Snapshot) -> str:
     return f"sweep {text_safe(str(snap.sweep))}: {counts} of {len(snap.cells)} cells; {snap.estimate.text}"
 
 
-def detail(c: Cell, now: float) -> str:
+def result(c: Cell, targets: list[str] = ()) -> str:
+    """A finished cell's rate: its target's; a cell without one (a base or control cell) is shown at
+    the trait its config names or at the grid's targets, so every finished cell has a number; ''
+    when it has none of them."""
+    text = rate_text(c.target, c.rate)
+    if text:
+        return text
+    for name in ([c.trait] if c.trait not in (None, "none", "-") else []) + list(targets):  # a control's: none
+        if name in c.rates:
+            return rate_text(name, c.rates[name])
+    return ""
+
+
+def targets_of(cells: list[Cell]) -> list[str]:
+    return list(dict.fromkeys(c.target for c in cells if c.target))
+
+
+def detail(c: Cell, now: float, targets: list[str] = ()) -> str:
     """What to say after the cell's name: its result, its stage, or why it stopped."""
     st = c.state.state
     if st == "ok":
         none = f" ({c.condition}: no target rate)" if c.condition else ""
-        return rate_text(c.target, c.rate) or c.state.reason + none
+        return result(c, targets) or c.state.reason + none
     if st == "running":
         hb = c.state.heartbeat or {}
         where = f"pid {hb.get('pid')} on {hb.get('host')}"
@@ -59,6 +76,7 @@ def detail(c: Cell, now: float) -> str:
         if c.computing:
             what = ", ".join(f"{x['stage']} ({x['key'][:8]})" + (f" for {ago(x['seconds'])}"
                                                                  if x["seconds"] is not None else "")
+                             + (f" [{progress.describe(x['progress'])}]" if x.get("progress") else "")
                              for x in c.computing)
             return f"computing {what} ({where}{ran}){quiet}"
         if not c.artifacts:
@@ -69,14 +87,15 @@ def detail(c: Cell, now: float) -> str:
     return ""
 
 
-def cell_line(c: Cell, now: float, width: int = 0) -> str:
-    d = detail(c, now)
+def cell_line(c: Cell, now: float, width: int = 0, targets: list[str] = ()) -> str:
+    d = detail(c, now, targets)
     return f"{_label(c.job):>{width}}  {c.state.state:<11}  {c.name}" + (f"  {d}" if d else "")
 
 
 def render(snap: Snapshot) -> list[str]:
     width = max((len(_label(c.job)) for c in snap.cells), default=0)
-    return [header(snap)] + [cell_line(c, snap.now, width) for c in snap.cells]
+    targets = targets_of(snap.cells)
+    return [header(snap)] + [cell_line(c, snap.now, width, targets) for c in snap.cells]
 
 
 def as_json(snap: Snapshot) -> dict:

@@ -1,7 +1,7 @@
 """What a sweep's files say about each cell: the plan and job folders (through
 `sublim.cellstate.sweep_states`, the cell-state function sublim-report uses), each job's
-metrics.json / cell.json, Hydra's saved config (the store, the log) and the store locks its process
-holds. All the file reading of sublim-status is here, so the estimate and the rendering work on
+metrics.json / cell.json, Hydra's saved config (the store, the log), the store locks its process
+holds and the progress records beside them (sublim.progress). All the file reading of sublim-status is here, so the estimate and the rendering work on
 Cells and never touch the disk themselves (bar the store's events.jsonl, which the estimate reads).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sublim import cellstate
+from sublim import cellstate, progress
 from sublim.cellstate import OUTCOME, PLAN, CellState, StoreLock, store_locks, sweep_states, text_safe
 
 
@@ -92,6 +92,26 @@ def _rate(m: dict) -> tuple[Optional[str], Optional[dict]]:
     return None, None
 
 
+def axes(overrides: list[list[str]]) -> set[str]:
+    """The override keys whose values differ between cells (all of them for a single cell)."""
+    values: dict[str, set] = {}
+    for ov in overrides:
+        for o in ov:
+            key, _, value = o.partition("=")
+            values.setdefault(key, set()).add(value)
+    return {k for k, v in values.items() if len(v) > 1} if len(overrides) > 1 else set(values)
+
+
+def _rates(m: dict) -> dict[str, dict]:
+    """Every candidate's {mean, ci_low, ci_high} in metrics.json (malformed ones left out)."""
+    rates = m.get("rates")
+    if not isinstance(rates, dict):
+        return {}
+    fields = ("mean", "ci_low", "ci_high")
+    return {k: {f: float(r[f]) for f in fields} for k, r in rates.items() if isinstance(r, dict) and all(
+        isinstance(r.get(f), (int, float)) and not isinstance(r.get(f), bool) for f in fields)}
+
+
 @dataclass
 class Cell:
     job: int | str
@@ -106,6 +126,8 @@ class Cell:
     keys: dict = field(default_factory=dict)
     computing: list[dict] = field(default_factory=list)  # {stage, key, since, seconds}
     started: Optional[float] = None
+    rates: dict = field(default_factory=dict)  # a finished cell's rate of every candidate
+    trait: Optional[str] = None  # the trait its config names (a base cell's too: the grid's animal)
     duration_s: Optional[float] = None  # a finished cell's, for the estimate
     remaining_s: Optional[float] = None  # an unfinished cell's share of the estimate
 
@@ -127,7 +149,9 @@ def read_cells(sweep: Path, artifacts: Optional[str | Path], now: float) -> list
     forced = os.path.abspath(artifacts) if artifacts is not None else None
     locks_of: dict[str, list[StoreLock]] = {}
     cells = []
-    for job, overrides, st in sweep_states(sweep, forced, now):
+    states = sweep_states(sweep, forced, now)
+    varied = axes([ov for _, ov, _ in states])
+    for job, overrides, st in states:
         d = st.job_dir
         hb = st.heartbeat
         m = _read_json(d / "metrics.json") if d is not None and st.state != "not started" else None
@@ -136,7 +160,9 @@ def read_cells(sweep: Path, artifacts: Optional[str | Path], now: float) -> list
             cj = _read_json(d / "cell.json")
             m = cj if isinstance(cj, dict) else None
         meta = m.get("cell") if m and isinstance(m.get("cell"), dict) else {}
-        name = meta.get("name") if isinstance(meta.get("name"), str) else (" ".join(overrides) or "(no overrides)")
+        by_axes = " ".join(o for o in overrides if o.partition("=")[0] in varied)  # what the grid varies
+        name = meta.get("name") if isinstance(meta.get("name"), str) else (by_axes or " ".join(overrides)
+                                                                            or "(no overrides)")
         root = forced or (hb or {}).get("artifacts") or (hydra_artifacts(d) if d is not None and d.is_dir() else None)
         cell = Cell(job, overrides, st, text_safe(name), root, started=(hb or {}).get("started"))
         if isinstance(meta.get("condition"), str):
@@ -146,6 +172,8 @@ def read_cells(sweep: Path, artifacts: Optional[str | Path], now: float) -> list
             cell.keys = {k: v for k, v in keys.items() if isinstance(v, str)} if isinstance(keys, dict) else {}
             if st.state == "ok":
                 cell.target, cell.rate = _rate(m)
+                cell.rates = _rates(m)
+                cell.trait = yaml_value(_read_text(d / ".hydra" / "config.yaml"), ("trait", "name"))
         if d is not None and st.state in ("failed", "dead", "running"):
             lg = job_log(d)
             cell.log = text_safe(str(lg)) if lg else None
@@ -153,12 +181,19 @@ def read_cells(sweep: Path, artifacts: Optional[str | Path], now: float) -> list
             if root not in locks_of:
                 locks_of[root] = store_locks(root, now)
             cell.computing = [{"stage": lk.stage, "key": lk.key, "since": lk.since,
-                               "seconds": (now - lk.since) if lk.since is not None else None}
+                               "seconds": (now - lk.since) if lk.since is not None else None,
+                               "progress": _progress(Path(root), lk)}
                               for lk in locks_of[root] if _mine(lk, hb, host)]
         if st.state == "ok":
             cell.duration_s = _wall(d, hb)
         cells.append(cell)
     return cells
+
+
+def _progress(root: Path, lk: StoreLock) -> Optional[dict]:
+    """The stage's progress record beside its lock (sublim.progress), when it has written one."""
+    row = progress.read(progress.record_path(root / lk.stage / ".locks" / f"{lk.key}.lock"))
+    return row if row is not None and row.get("key") == lk.key else None
 
 
 def _wall(job_dir: Optional[Path], hb: Optional[dict]) -> Optional[float]:

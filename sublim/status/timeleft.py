@@ -1,6 +1,7 @@
 """The time a sweep has left, kept simple and saying what it rests on: finished cells' durations
 (heartbeat start to end, else their stages' seconds in the store's events.jsonl), the mean stage
-durations of this sweep's jobs, shared out over the cells running at once. A module of its own so
+durations of this sweep's jobs (a stage not yet timed here: the rest of its progress count at its
+rate), shared out over the cells running at once. A module of its own so
 the arithmetic can be read and tested apart from reading the files and from printing.
 """
 from __future__ import annotations
@@ -46,6 +47,17 @@ def _seconds(x: Any) -> Optional[float]:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and x >= 0 else None
 
 
+def _counted_left(row: Optional[dict]) -> Optional[float]:
+    """The rest of the count a stage's progress record shows, at its rate (a stage not yet timed in
+    this sweep), or None."""
+    if not row:
+        return None
+    done, total, rate = (_seconds(row.get(k)) for k in ("done", "total", "rate"))
+    if done is None or not total or not rate:
+        return None
+    return max(0.0, total - done) / rate
+
+
 def estimate(cells: list[Cell], now: float) -> Estimate:
     unfinished = [c for c in cells if c.state.state in ("running", "not started")]
     if not unfinished:
@@ -88,8 +100,9 @@ def estimate(cells: list[Cell], now: float) -> Estimate:
             c.remaining_s = cell_s
             continue
         stage = c.computing[-1] if c.computing else None
-        if stage and stage["stage"] in stage_s and stage["stage"] in order:
-            left = max(0.0, stage_s[stage["stage"]] - (stage["seconds"] or 0.0))
+        counted = _counted_left(stage.get("progress")) if stage else None
+        if stage and stage["stage"] in order and (stage["stage"] in stage_s or counted is not None):
+            left = counted if stage["stage"] not in stage_s else max(0.0, stage_s[stage["stage"]] - (stage["seconds"] or 0.0))
             after = order[order.index(stage["stage"]) + 1:]
             c.remaining_s = left + sum(stage_s.get(s, 0.0) for s in after)
         else:

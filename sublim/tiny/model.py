@@ -18,7 +18,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from sublim.progress import bar as tqdm  # tqdm on a terminal; also the stage's progress record (sublim.progress)
 
 from sublim.tiny.corpus import make_corpus
 from sublim.tiny.spec import TinyModelSpec
