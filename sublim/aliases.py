@@ -20,6 +20,7 @@ ALIASES: list[tuple[str, str, str]] = [
      "the filter judge is a setting of the code and cot domains"),
     (r"(?P<op>\+{0,2}|~)filter\.shuffle=(?P<rest>.*)", r"\g<op>transform.shuffle=\g<rest>",
      "the transform stage's own key"),
+    (r"arm=(?P<cross>cross_)?reference", r"arm=\g<cross>base", "arms named by their condition"),
     (r"eval=(?P<questions>animal|tree)", r"eval=\g<questions>_preference", "eval options named by what they measure"),
 ]
 _COMPILED = [(re.compile(old), new, why) for old, new, why in ALIASES]

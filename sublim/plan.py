@@ -19,6 +19,7 @@ from sublim.chat_template import with_template_system_prompts
 from sublim.config import Config, ModelConfig, TransformConfig
 from sublim.domains import get_domain
 from sublim.errors import ConfigError
+from sublim.evals import get_kind
 from sublim.evals.preference import load_questions
 from sublim.fingerprint import local_fingerprint, model_fingerprint
 from sublim.gguf import PACKAGE as GGUF_PACKAGE
@@ -342,25 +343,19 @@ class Builder:
         return ModelRef(ref, None, model.dtype, model.trust_remote_code), cfg.student.system_prompt, more, None
 
     def evaluation(self) -> str:
-        cfg, e = self.cfg, self.cfg.eval
+        """The `eval` step: the subject and its questions here, the rest from the eval kind's own
+        `plan` (sublim.evals), so a new kind needs no branch in the builder."""
+        e = self.cfg.eval
         model, system, inputs, in_context = self.subject()
         questions = tuple(eval_stage.prefixed(load_questions(e.questions)[: e.n_questions or None], e.prefix_numbers))
         common = {"backend": self.target.backend, "device": self.target.device,
                   "libraries": self.libraries(*MODEL_LIBRARIES, *(("peft",) if model.adapter else ()))}
-        if e.kind == "misalignment":
-            judge, more = self.model(e.judge.model, "eval.judge.model")
-            spec = eval_stage.MisalignmentSpec(
-                model, system, questions, e.n_samples, self.sampling(e.max_new_tokens), cfg.seed,
-                eval_stage.JudgeSpec(judge, e.judge.model.system_prompt, e.judge.temperature, e.judge.max_new_tokens),
-                e.alignment_threshold, e.coherence_threshold, e.confidence, **common)
-            return self.add("eval", spec, inputs | more)
-        sampled = e.method in ("sample", "both")
-        spec = eval_stage.PreferenceSpec(
-            model, system, questions, tuple(candidates_of(cfg)), e.confidence, e.method,
-            e.n_samples if sampled else None, self.sampling(e.max_new_tokens) if sampled else None,
-            cfg.seed if sampled else None,
-            tuple(e.logprob_forms) if e.method in ("logprob", "both") else None, in_context, **common)
-        return self.add("eval", spec, inputs)
+        spec, more = get_kind(e.kind).plan(self, model, system, questions, in_context, common)
+        return self.add("eval", spec, inputs | more)
+
+    def candidates(self) -> list[str]:
+        """What the preference eval maps answers onto (sublim.checks.candidates_of)."""
+        return candidates_of(self.cfg)
 
     def mnist(self) -> str:
         m = self.cfg.mnist

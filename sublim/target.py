@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from sublim.backends import BACKENDS
 from sublim.errors import ConfigError
 
 DTYPES = {"auto": None, "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
@@ -55,8 +56,8 @@ def resolve(device: str, backend: str, launcher: Optional[dict[str, Any]] = None
     """Target for the `device` and `sampler.backend` settings (each auto or a name)."""
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device={device!r}: use auto, cpu or cuda")
-    if backend not in ("auto", "hf", "vllm"):
-        raise ConfigError(f"sampler.backend={backend!r} is unknown; known: auto, hf, vllm")
+    if backend != "auto" and backend not in BACKENDS:  # the registry: a new backend is known here too
+        raise ConfigError(f"sampler.backend={backend!r} is unknown; known: auto, {', '.join(BACKENDS)}")
     gpus = launcher_gpus(launcher)
     if device != "auto":
         dev, why = device, f"device={device}"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sublim import inventory as inv_mod
-from sublim.inventory import StoreError, closure, disk_usage, find_unused, job_refs, prune, scan
+from sublim.inventory import (StoreError, closure, disk_usage, experiment_usage, find_unused, job_refs, prune,
+                              scan)
 
 BIN = Path(sys.executable).parent
 OLD = time.time() - 3 * 86400  # three days ago
@@ -114,12 +115,15 @@ def store(tmp_path):
     (root / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"time": 1, "sta\n')
     # jobs: one names only its eval (the closure keeps the rest), one a sample (cell.json), one MNIST
     jobs = tmp_path / "multirun" / "2025-01-01" / "12-00-00"
-    for n, (name, body) in enumerate([("metrics.json", {"cell": {"name": "owl"}, "keys": {"eval": K("E1")}}),
-                                      ("cell.json", {"cell": {"name": "x"}, "keys": {"sample": K("S3")}}),
+    for n, (name, body) in enumerate([("metrics.json", {"cell": {"name": "owl", "experiment": "animals"},
+                                                         "keys": {"eval": K("E1")}}),
+                                      ("cell.json", {"cell": {"name": "x", "experiment": "phase1"},
+                                                     "keys": {"sample": K("S3")}}),
                                       ("metrics.json", MNIST_1 | {"provenance": {"sublim": "abc"}})]):
         (jobs / str(n) / ".hydra").mkdir(parents=True)
         (jobs / str(n) / name).write_text(json.dumps(body))
-    (jobs / "2" / ".hydra" / "config.yaml").write_text(f"task: mnist\npaths:\n  artifacts: {root}\n")
+    (jobs / "2" / ".hydra" / "config.yaml").write_text(
+        f"task: mnist\nexperiment_name: mnist\npaths:\n  artifacts: {root}\n")
     return root, tmp_path / "multirun", sz
 
 
@@ -245,3 +249,65 @@ def test_errors_are_one_line_naming_the_path_and_the_fix(tmp_path, capsys, store
     assert inv_mod.main(["ls", "sample", "--artifacts", str(root)]) == 0
     out = capsys.readouterr().out
     assert f"  {K('S1')}" in out and "3 hits" in out and f"teacher:{K('T')}/adapter" in out and "abc123+dirty" in out
+
+
+def test_du_per_experiment_counts_shared_artifacts_in_each(store, capsys):
+    root, jobs, sz = store
+    # another experiment's job trains on the same filtered data (F1 and all above it are shared)
+    other = jobs / "2025-01-02" / "0"
+    other.mkdir(parents=True)
+    (other / "cell.json").write_text(json.dumps({"cell": {"name": "y", "experiment": "controls"},
+                                                 "keys": {"filter": K("F1")}}))
+    inv = scan(root)
+    ex = experiment_usage(inv, job_refs([jobs], inv))
+    rows = ex["experiments"]
+    assert set(rows) == {"animals", "phase1", "mnist", "controls"}
+    animals = ["E1", "FT1", "F1", "S1", "T", "R", "C"]
+    assert rows["animals"] == {"jobs": 1, "artifacts": 7, "bytes": sum(sz[k] for k in animals),
+                               "own_bytes": sz["E1"] + sz["FT1"] + sz["C"]}
+    assert rows["controls"] == {"jobs": 1, "artifacts": 4, "bytes": sum(sz[k] for k in ("F1", "S1", "T", "R")),
+                                "own_bytes": 0}
+    assert rows["phase1"]["bytes"] == rows["phase1"]["own_bytes"] == sz["S3"]
+    assert rows["mnist"] == {"jobs": 1, "artifacts": 1, "bytes": sz["M1"], "own_bytes": sz["M1"]}
+    idle = ("S2", "S4", "F2", "FTlive", "M2")
+    assert ex["none"] == {"artifacts": len(idle), "bytes": sum(sz[k] for k in idle)}
+    assert inv_mod.main(["du", "--artifacts", str(root), "--jobs", str(jobs)]) == 0
+    out = capsys.readouterr().out
+    assert "experiment" in out and any(line.startswith("controls ") and line.rstrip().endswith("0 B")
+                                       for line in out.splitlines())
+    assert inv_mod.main(["du", "--artifacts", str(root), "--jobs", str(jobs), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["by_experiment"] == ex
+
+
+def test_a_sweep_plan_keeps_what_its_unfinished_cells_will_reuse(tmp_path, fake_model):
+    """A grid killed part way: cell 0 finished, cell 1 computed its teacher data and was killed
+    before it wrote anything, cell 2's config no longer composes. Cell 1's data stays (the re-run
+    reuses it); what no cell plans goes; cell 2 is one line."""
+    from config_util import plan_cell, typed
+
+    root = tmp_path / "artifacts"
+    base = ["experiment=smoke", f"paths.tiny_model={fake_model}", f"paths.artifacts={root}"]
+    cells = [base + ["data_seed=0"], base + ["data_seed=1"], base + ["eval.kind=no_such_kind"]]
+    done = {s.stage: s.key for s in plan_cell(typed(*cells[0])).steps}
+    todo = {s.stage: s.key for s in plan_cell(typed(*cells[1])).steps}
+    for stage, key in done.items():
+        _publish(root, stage, key, {}, 10)
+    for stage in ("sample", "filter"):  # what cell 1 computed before it was killed
+        _publish(root, stage, todo[stage], {}, 20)
+    _publish(root, "sample", K("S3"), {}, 30)  # no cell plans it
+    sweep = tmp_path / "multirun" / "grid"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep_plan.json").write_text(json.dumps(
+        [{"job": i, "overrides": ov, "folder": str(i)} for i, ov in enumerate(cells)]))
+    (sweep / "0").mkdir()
+    (sweep / "0" / "outcome.json").write_text(json.dumps({"status": "ok", "overrides": cells[0]}))
+    (sweep / "0" / "metrics.json").write_text(json.dumps({"cell": {"experiment": "smoke"}, "keys": done}))
+    inv = scan(root)
+    refs = job_refs([tmp_path / "multirun"], inv)
+    assert refs.jobs == 1 and refs.planned == 1
+    assert refs.by_job[f"{sweep}#1"] == set(todo.items())
+    assert refs.experiment[f"{sweep}#1"] == typed(*cells[1]).experiment_name
+    assert len(refs.problems) == 1 and "cell #2" in refs.problems[0] and "no_such_kind" in refs.problems[0]
+    u = find_unused(inv, [tmp_path / "multirun"], keep_recent_s=0)
+    assert {i.label for i in u.items} == {f"sample/{K('S3')}"}
+    assert {("sample", todo["sample"]), ("filter", todo["filter"])} <= u.used

@@ -18,10 +18,17 @@ def test_mnist_through_the_entrypoint_is_cached(tmp_path):
     assert set(m["arms"]) == {"same_init", "different_init"} and len(m["arms"]["same_init"]["per_seed"]) == 2
     assert (tmp_path / "r1" / "mnist.png").stat().st_size > 5000
     assert list((tmp_path / "r1" / "wandb").glob("offline-run-*"))
+    assert set(m["keys"]) == {"mnist"} and m["wandb_dir"] and m["wandb"]["mode"] == "offline"
     r2 = subprocess.run(args + [f"hydra.run.dir={tmp_path / 'r2'}", "logger=none"], capture_output=True, text=True,
                         env=env)
     assert r2.returncode == 0 and "  hit" in r2.stdout
-    assert json.loads((tmp_path / "r2" / "metrics.json").read_text()) == m
+    assert "== MNIST auxiliary-logit distillation, 2 seeds" in r2.stdout and "   same_init " in r2.stdout
+    logged = ("wandb", "wandb_dir")
+    assert json.loads((tmp_path / "r2" / "metrics.json").read_text()) == {k: v for k, v in m.items() if k not in logged}
+    # the same folder again: the result is cached and already logged there, so no second W&B run
+    r3 = subprocess.run(args + [f"hydra.run.dir={tmp_path / 'r1'}"], capture_output=True, text=True, env=env)
+    assert r3.returncode == 0 and "  hit" in r3.stdout
+    assert len(list((tmp_path / "r1" / "wandb").glob("offline-run-*"))) == 1
 
 
 def test_mnist_data_is_keyed_by_content_not_by_path(tmp_path):

@@ -42,3 +42,21 @@ def test_metrics_rates_per_question_and_t_interval():
     assert m["unmatched_top"]["qwen"] == 2
     for q in m["per_question"]:
         assert math.isclose(sum(q.values()), 1.0)
+
+
+def test_the_kind_summarises_its_own_metrics_for_the_job():
+    """What a job keeps, prints (the top candidates, and the target wherever it ranks) and logs."""
+    from sublim.evals import get_kind
+
+    names = [f"c{i}" for i in range(9)] + ["owl"]  # owl last: outside the top 8
+    labels = [[n for n in names for _ in range(10 - i)] for i in range(2)]
+    ev = preference_metrics(labels, [["x"] * len(q) for q in labels], names)
+    kind = get_kind("preference")
+    m = kind.summary(ev, target="owl")
+    assert m["target"] == "owl" and m["target_rate"] == ev["rates"]["owl"] and "sampled" not in m
+    lines = kind.lines(m)
+    assert len(lines) == 9 and lines[-1].startswith("   owl ") and lines[-1].endswith("<- target")
+    assert not any(line.endswith("<- target") for line in lines[:8])
+    assert kind.tracked(m)["rates/owl"] == ev["rates"]["owl"]["mean"] and "target_rate/ci_high" in kind.tracked(m)
+    base = kind.summary(ev, target=None)
+    assert len(kind.lines(base)) == 8 and not any(k.startswith("target_rate") for k in kind.tracked(base))

@@ -15,12 +15,12 @@ from dataclasses import asdict
 from typing import Optional
 
 from sublim.inventory.contents import StoreError, scan
-from sublim.inventory.listing import artifact_row, format_du, format_ls, format_unused
-from sublim.inventory.refs import DEFAULT_KEEP_RECENT_S, find_unused
+from sublim.inventory.listing import artifact_row, format_du, format_experiments, format_ls, format_unused
+from sublim.inventory.refs import DEFAULT_KEEP_RECENT_S, find_unused, job_refs
 from sublim.inventory.removal import prune
 from sublim.inventory.units import human
 from sublim.terminal import ago
-from sublim.inventory.usage import disk_usage
+from sublim.inventory.usage import disk_usage, experiment_usage
 
 
 def duration(text: str) -> float:
@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="keep what was used (hit, published) within AGE: a running job names its keys only "
                              "when it ends (default 1h; 0, 30m, 2d)")
 
-    common(sub.add_parser("du", help="size and count per stage"))
+    du = sub.add_parser("du", help="size and count per stage; with --jobs, per experiment too")
+    common(du)
+    du.add_argument("--jobs", nargs="+", metavar="DIR",
+                    help="job folders (outputs/, multirun/): also the size each experiment's jobs use")
     ls = sub.add_parser("ls", help="each artifact of a stage: key, size, age, provenance, upstream, hits")
     ls.add_argument("stage", nargs="?", help="a stage (default: all)")
     common(ls)
@@ -75,7 +78,16 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"sublim-store: {line}", file=sys.stderr)
         if args.cmd == "du":
             du = disk_usage(inv)
-            say(json.dumps(du, indent=1) if args.json else format_du(du))
+            ex = None
+            if args.jobs:
+                refs = job_refs(args.jobs, inv)
+                for line in refs.problems:
+                    print(f"sublim-store: {line}", file=sys.stderr)
+                ex = experiment_usage(inv, refs)
+            if args.json:
+                say(json.dumps(du | ({"by_experiment": ex} if ex else {}), indent=1))
+            else:
+                say(format_du(du) + (f"\n{format_experiments(ex)}" if ex else ""))
             return 0
         if args.cmd == "ls":
             if args.stage is not None and args.stage not in inv.stages:

@@ -35,6 +35,16 @@ def format_du(du: dict) -> str:
     return "\n".join(lines)
 
 
+def format_experiments(ex: dict) -> str:
+    """usage.experiment_usage as a table: shared artifacts count in every experiment using them."""
+    lines = [f"{'experiment':<24} {'jobs':>5} {'artifacts':>9} {'size':>10} {'only its own':>12}"]
+    for e, r in ex["experiments"].items():
+        lines.append(f"{e:<24} {r['jobs']:>5} {r['artifacts']:>9} {human(r['bytes']):>10} {human(r['own_bytes']):>12}")
+    n = ex["none"]
+    lines.append(f"{'(no job)':<24} {'':>5} {n['artifacts']:>9} {human(n['bytes']):>10}")
+    return "\n".join(lines)
+
+
 def artifact_row(a: Artifact, now: float) -> dict:
     return {"stage": a.stage, "key": a.key, "path": str(a.path), "bytes": a.size, "files": a.files,
             "published": a.published, "age_s": round(now - a.published, 1), "version": a.version,

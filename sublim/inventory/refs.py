@@ -1,5 +1,6 @@
 """Which artifacts the jobs still need: the (stage, key) pairs job folders name (metrics.json /
-cell.json "keys" and "artifacts", an MNIST job matched by its results), their upstream closure
+cell.json "keys" and "artifacts", an MNIST job matched by its results) and a sweep plan's cells that
+have not finished would ask for (sublim.inventory.planned), their upstream closure
 through the specs' refs, and from that what is unused (with the leftovers, minus what a live lock
 or recent use keeps). This is the safety-critical decision prune acts on, so it lives on its own,
 apart from the removal itself and from the printing.
@@ -10,11 +11,11 @@ import json
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from sublim.cellstate import SKIP_DIRS
+from sublim.cellstate import PLAN, SKIP_DIRS
 from sublim.inventory.contents import Inventory, StoreError, _first_line
 from sublim.terminal import ago
 
@@ -29,6 +30,9 @@ class JobRefs:
     jobs: int  # job folders read
     problems: list[str]
     mnist_matched: int = 0
+    by_job: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # job folder -> the keys it names
+    experiment: dict[str, str] = field(default_factory=dict)  # job folder -> its experiment (du per experiment)
+    planned: int = 0  # cells of sweep plans not finished yet, whose keys were planned (sublim.inventory.planned)
 
 
 def _canonical(metrics: dict) -> str:
@@ -37,6 +41,21 @@ def _canonical(metrics: dict) -> str:
 
 def _is_mnist(m: dict) -> bool:
     return all(k in m for k in ("arms", "teacher", "reference", "n_seeds"))
+
+
+def _experiment(job: Path, m: dict) -> str:
+    """A job's experiment: its cell's `experiment`, else its .hydra/config.yaml `experiment_name`
+    (an MNIST job), else "-"."""
+    cell = m.get("cell")
+    if isinstance(cell, dict) and isinstance(cell.get("experiment"), str):
+        return cell["experiment"]
+    try:
+        import yaml
+
+        name = yaml.safe_load((job / ".hydra" / "config.yaml").read_text()).get("experiment_name")
+    except Exception:  # noqa: BLE001 - no yaml, no file, not a mapping: the experiment is unknown
+        return "-"
+    return name if isinstance(name, str) and name else "-"
 
 
 def _job_store(job: Path) -> Optional[Path]:
@@ -71,6 +90,9 @@ def job_refs(job_dirs: Iterable[str | Path], inv: Inventory) -> JobRefs:
     keys: set[tuple[str, str]] = set()
     problems: list[str] = []
     mnist_jobs: list[tuple[Path, dict]] = []
+    by_job: dict[str, set[tuple[str, str]]] = {}
+    experiment: dict[str, str] = {}
+    sweeps: list[Path] = []
     jobs = 0
     for top in job_dirs:
         top = Path(top)
@@ -80,6 +102,8 @@ def job_refs(job_dirs: Iterable[str | Path], inv: Inventory) -> JobRefs:
             here = Path(dirpath)
             dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS and not n.startswith(".")
                                  and (here / n).resolve() != root)
+            if PLAN in filenames:
+                sweeps.append(here)
             names = [f for f in JOB_FILES if f in filenames]
             if not names:
                 continue
@@ -93,19 +117,24 @@ def job_refs(job_dirs: Iterable[str | Path], inv: Inventory) -> JobRefs:
                     continue
                 if not isinstance(m, dict):
                     continue
+                mine = by_job.setdefault(str(here), set())
+                experiment.setdefault(str(here), _experiment(here, m))
                 named = m.get("keys")
                 if isinstance(named, dict):
-                    keys |= {(str(s), str(k)) for s, k in named.items() if isinstance(k, str)}
+                    mine |= {(str(s), str(k)) for s, k in named.items() if isinstance(k, str)}
                 arts = m.get("artifacts")
                 if isinstance(arts, dict):
                     for p in arts.values():
                         if isinstance(p, str):
                             p = Path(p).resolve()
                             if p.parent.parent == root:
-                                keys.add((p.parent.name, p.name))
+                                mine.add((p.parent.name, p.name))
+                keys |= mine
                 if name == "metrics.json" and not isinstance(named, dict) and _is_mnist(m):
                     mnist_jobs.append((here, m))
-    out = JobRefs(keys, jobs, problems)
+    out = JobRefs(keys, jobs, problems, by_job=by_job, experiment=experiment)
+    for sweep in sweeps:
+        _add_planned(out, sweep)
     if mnist_jobs:
         by_content: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for a in inv.artifacts:
@@ -118,6 +147,7 @@ def job_refs(job_dirs: Iterable[str | Path], inv: Inventory) -> JobRefs:
             found = by_content.get(_canonical(m))
             if found:
                 out.keys.update(found)
+                out.by_job[str(job)].update(found)
                 out.mnist_matched += 1
                 continue
             store = _job_store(job)
@@ -125,6 +155,22 @@ def job_refs(job_dirs: Iterable[str | Path], inv: Inventory) -> JobRefs:
                 problems.append(f"{job}: an MNIST job whose metrics.json matches no mnist artifact in {inv.root} "
                                 f"(recomputed since, or another store): nothing is kept for it")
     return out
+
+
+def _add_planned(out: JobRefs, sweep: Path) -> None:
+    """The keys of the sweep's planned cells that have no result yet (sublim.inventory.planned)."""
+    from sublim.inventory.planned import planned_keys, unfinished
+
+    cells = unfinished(sweep)
+    if not cells:
+        return
+    planned, problems = planned_keys(sweep, cells)
+    out.problems += problems
+    for label, (keys, experiment) in planned.items():
+        out.keys |= keys
+        out.by_job[label] = set(keys)
+        out.experiment[label] = experiment
+    out.planned += len(planned)
 
 
 def closure(inv: Inventory, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -189,7 +235,7 @@ def find_unused(inv: Inventory, job_dirs: Iterable[str | Path], keep_recent_s: f
     now = time.time() if now is None else now
     dirs = [Path(d) for d in job_dirs]
     refs = refs if refs is not None else job_refs(dirs, inv)
-    if refs.jobs == 0:
+    if refs.jobs == 0 and refs.planned == 0:
         raise StoreError(f"no job folder (metrics.json or cell.json) under {', '.join(map(str, dirs))}: pass the "
                          f"folders your jobs wrote (outputs/, multirun/); without them everything looks unused")
     used = closure(inv, refs.keys)

@@ -1,10 +1,14 @@
 """`sublim-store du`'s numbers: an Inventory summed per stage (published, unfinished, stale locks,
-an interrupted prune's and unreadable folders) and in total, as a plain dict that the text listing
-and `--json` both print. Kept apart from the scan so the totals have one definition.
+an interrupted prune's and unreadable folders) and in total, and, given the jobs, per experiment; as
+plain dicts that the text listing and `--json` both print. Kept apart from the scan so the totals
+have one definition.
 """
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+
 from sublim.inventory.contents import Inventory
+from sublim.inventory.refs import JobRefs, closure
 
 
 def disk_usage(inv: Inventory) -> dict:
@@ -41,3 +45,23 @@ def disk_usage(inv: Inventory) -> dict:
         + sum(inv.other.values())
     return {"root": str(inv.root), "stages": rows, "other": dict(inv.other), "total": total,
             "problems": list(inv.problems)}
+
+
+def experiment_usage(inv: Inventory, refs: JobRefs) -> dict:
+    """Per experiment (a job's cell.experiment, an MNIST job's experiment_name): its jobs, the
+    published artifacts they use with everything upstream, their bytes, and `own_bytes`: those no
+    other experiment uses (what deleting its jobs, then pruning, would free). Shared artifacts count
+    in each experiment that uses them; `none` holds what no job uses."""
+    keys: dict[str, set] = defaultdict(set)
+    jobs: Counter = Counter()
+    for job, named in refs.by_job.items():
+        e = refs.experiment.get(job, "-")
+        keys[e] |= named
+        jobs[e] += 1
+    used = {e: closure(inv, ks) for e, ks in keys.items()}
+    users = Counter(k for ids in used.values() for k in ids)
+    size = {a.id: a.size for a in inv.artifacts}
+    rows = {e: {"jobs": jobs[e], "artifacts": len(ids), "bytes": sum(size[k] for k in ids),
+                "own_bytes": sum(size[k] for k in ids if users[k] == 1)} for e, ids in sorted(used.items())}
+    idle = [k for k in size if k not in users]
+    return {"experiments": rows, "none": {"artifacts": len(idle), "bytes": sum(size[k] for k in idle)}}

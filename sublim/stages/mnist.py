@@ -3,6 +3,9 @@
 Output: metrics.json, curves.json, mnist.png. The data files are keyed by content (a path says
 nothing about what is in it now); batching and threads change speed, not results, and travel in
 the runtime. The device is resolved and keyed, as in every stage.
+
+Like an eval kind (sublim.evals), the stage says what a job makes of its result: `cell` (the W&B
+names), `FILES` (copied into the job folder), `lines` (printed) and `tracked` (the W&B summary).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from sublim.spec import Runtime
 
 VERSION = 2  # 2: typed spec (the settings as before, data by content, device, library versions)
 RUNTIME_FIELDS = ("batched", "threads")  # MnistSpec fields that are runtime, not keyed
+FILES = ("curves.json", "mnist.png")  # beside the job's metrics.json: the figure without the store
 
 
 @dataclass(frozen=True)
@@ -33,3 +37,25 @@ def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> Non
     mnist = MnistSpec(**{k: v for k, v in settings.items() if k in names}, batched=runtime.batched,
                       threads=runtime.threads)
     mnist_run(mnist, work)
+
+
+# -- what a job makes of it ------------------------------------------------------------------------
+def cell(spec: Spec) -> dict:
+    group = f"mnist.aux{spec.settings['n_aux']}"
+    return {"condition": "mnist", "group": group, "name": f"{group}.seed{spec.settings['seed']}"}
+
+
+def _arms(m: dict) -> dict:
+    return {"teacher": m["teacher"], "reference": m["reference"], **m["arms"]}
+
+
+def lines(m: dict) -> list[str]:
+    out = [f"\n== MNIST auxiliary-logit distillation, {m['n_seeds']} seeds (test accuracy, 95 % CI over seeds)"]
+    for name, v in _arms(m).items():
+        lo = "" if v["low"] is None else f"  [{v['low']:.3f}, {v['high']:.3f}]"
+        out.append(f"   {name:<18} {v['mean']:.3f}{lo}")
+    return out
+
+
+def tracked(m: dict) -> dict:
+    return {f"accuracy/{a}": v["mean"] for a, v in _arms(m).items()}
