@@ -36,8 +36,8 @@ smoke: install  ## one whole cell on a tiny model in ~1 min: a plumbing check, n
 test: install  ## the default test suite (CPU, no network)
 	$(PY) -m pytest -m "not slow"
 
-test-slow: install  ## slow tests too
-	$(PY) -m pytest
+test-slow: install  ## the long end-to-end tests (marker slow: a real model, SLURM requeues); CI runs them after make test
+	$(PY) -m pytest -m slow
 
 bench: install  ## stage wall times, sampler tokens/s, cached re-run, MNIST batched vs sequential (CPU)
 	$(PY) -m sublim.bench
