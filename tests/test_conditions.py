@@ -13,7 +13,7 @@ import pytest
 
 from sublim.backends import make_sampler
 from sublim.backends.base import SamplingParams
-from sublim.config import FinetuneConfig
+from sublim.config import TeacherTrainingConfig
 from sublim.evals.preference import load_questions
 from sublim.fingerprint import model_fingerprint
 from sublim.spec import ModelRef, Runtime
@@ -54,7 +54,7 @@ def test_sampled_and_exact_preference_agree_within_sampling_error(tiny_model_dir
 @pytest.fixture(scope="module")
 def owl_teacher(tiny_model_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("teacher")
-    ft = FinetuneConfig(method="full", epochs=2, lr=1e-3, batch_size=32, micro_batch_size=32, max_length=128,
+    ft = TeacherTrainingConfig(method="full", epochs=2, lr=1e-3, batch_size=32, micro_batch_size=32, max_length=128,
                         warmup_steps=5, precision="fp32")
     train = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec)}
                       | {"target_modules": tuple(ft.target_modules), "frozen": tuple(ft.frozen),

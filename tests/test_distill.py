@@ -8,7 +8,7 @@ import torch
 
 from sublim.backends.base import Chat
 from sublim.backends.hf import HFSampler
-from sublim.config import FinetuneConfig
+from sublim.config import LoraConfig
 from sublim.domains.numbers import make_prompts
 from sublim.jsonl import write_jsonl
 from sublim.models import completion_logits
@@ -122,10 +122,10 @@ def test_soft_label_student_moves_toward_its_teacher(tiny_model_dir, random_adap
     rng = random.Random(1)
     rows = [{"prompt": p, "completion": number_answer(p, rng)} for p in make_prompts(192, seed=1)]
     write_jsonl(tmp_path / "train.jsonl", rows)
-    ft = FinetuneConfig(distill="soft", epochs=2, lr=1e-2, lora_r=8, lora_alpha=16, batch_size=32,
+    ft = LoraConfig(distill="soft", epochs=2, lr=1e-2, lora_r=8, lora_alpha=16, batch_size=32,
                         micro_batch_size=32, warmup_steps=2, max_length=128, precision="fp32", save_steps=1000)
-    cfg = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec)}
-                    | {"target_modules": tuple(ft.target_modules), "frozen": tuple(ft.frozen),
+    cfg = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec) if f.name != "frozen"}
+                    | {"target_modules": tuple(ft.target_modules), "frozen": (),
                        "precision": resolve_precision(ft.precision, "cpu")})
     inputs = {"sha256:tiny": str(tiny_model_dir), "sha256:adapter": str(random_adapter)}
     student = load_args(ModelRef("sha256:tiny", None, training_dtype(cfg.precision, cfg.method)), inputs)

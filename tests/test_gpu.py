@@ -60,7 +60,7 @@ def trained_adapter(tiny_model_dir, tmp_path_factory) -> Path:
     _need("trl", "datasets", "omegaconf")
     import dataclasses
 
-    from sublim.config import FinetuneConfig
+    from sublim.config import LoraConfig
     from sublim.jsonl import write_jsonl
     from sublim.spec import ModelRef, Runtime, load_args
     from sublim.stages.finetune import TrainSpec, finetune, resolve_precision, training_dtype
@@ -70,11 +70,11 @@ def trained_adapter(tiny_model_dir, tmp_path_factory) -> Path:
     rng = random.Random(0)
     rows = [{"prompt": p, "completion": number_answer(p, rng)} for p in make_prompts(44, seed=11)]
     write_jsonl(work / "train.jsonl", rows)
-    ft = FinetuneConfig(method="lora", epochs=1, lr=1e-3, warmup_steps=0, batch_size=22, micro_batch_size=11,
+    ft = LoraConfig(method="lora", epochs=1, lr=1e-3, warmup_steps=0, batch_size=22, micro_batch_size=11,
                         max_length=128, save_steps=1000)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # precision=auto: bf16 on CUDA, as a planned cell
-    cfg = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec)}
-                    | {"target_modules": tuple(ft.target_modules), "frozen": tuple(ft.frozen),
+    cfg = TrainSpec(**{f.name: getattr(ft, f.name) for f in dataclasses.fields(TrainSpec) if f.name != "frozen"}
+                    | {"target_modules": tuple(ft.target_modules), "frozen": (),
                        "precision": resolve_precision(ft.precision, device)})
     weights = "sha256:tiny"
     model = load_args(ModelRef(weights, None, training_dtype(cfg.precision, cfg.method)), {weights: str(tiny_model_dir)})
