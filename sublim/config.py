@@ -494,9 +494,9 @@ def _schema(choices: tuple[tuple[str, str], ...]) -> DictConfig:
 
 def _choices(plain: dict) -> tuple[tuple[str, str], ...]:
     """Which option of each OPTIONS group the config picked; an unknown one names the key and the choices."""
-    out = []
+    out, cfg = [], OmegaConf.create(plain)
     for group, (field_name, options) in OPTIONS.items():
-        node = OmegaConf.select(OmegaConf.create(plain), group, default=None)
+        node = OmegaConf.select(cfg, group, default=None)
         if node is None:
             continue
         option = node.get(field_name)
