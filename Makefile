@@ -6,7 +6,7 @@ TORCH_INDEX ?=
 export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install demo smoke test test-slow bench bench-gpu sweep-plan mnist clean slurm-up slurm-down
+.PHONY: help install demo defences smoke test test-slow bench bench-gpu sweep-plan mnist clean slurm-up slurm-down
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
@@ -44,6 +44,11 @@ bench: install  ## stage wall times, sampler tokens/s, cached re-run, MNIST batc
 
 bench-gpu: install  ## Qwen2.5-7B-shaped model with random weights: sampling, LoRA training, eval (needs CUDA)
 	$(PY) -m sublim.bench_gpu
+
+DEFENCES_DIR ?= outputs/defences
+defences: install  ## data-side defences in the demo's setting: 9 arms x 2 x 5 seeds (~40 min on 2 cores), effect-remaining table
+	$(VENV)/bin/sublim --multirun sweep=defences_tiny hydra.sweep.dir=$(DEFENCES_DIR) hydra.launcher.max_parallel=$(DEMO_WORKERS)
+	$(VENV)/bin/sublim-report $(DEFENCES_DIR)
 
 SWEEP ?= animals
 sweep-plan: install  ## every cell of a grid with hit/miss per stage: make sweep-plan SWEEP=animals

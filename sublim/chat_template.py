@@ -267,8 +267,8 @@ def system_prompts(cfg, steps) -> dict[str, dict]:
     `cfg` is the cell's config as written (before with_template_system_prompts), `steps` its plan."""
     out = {}
     for step in steps:
-        if step.stage not in ("finetune", "eval"):
-            continue
+        if step.stage not in ("finetune", "eval") or getattr(step.spec, "subliminal", None):
+            continue  # a subliminal prompt is built when the eval runs: its own line says it (sublim.evals.subliminal)
         text = step.spec.system_prompt
         subject = cfg.teacher if step.stage == "eval" and getattr(cfg.eval, "subject", "student") == "teacher" \
             else cfg.student

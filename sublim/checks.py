@@ -60,7 +60,7 @@ def check(cfg: Config) -> None:
                           "PEFT adapter was saved to (save_pretrained)")
     if cfg.trait.data:
         check_trait_data(cfg.trait.data)
-    trained = [("finetune", cfg.finetune)] if cfg.finetune.method != "none" else []
+    trained = [("finetune", cfg.finetune)] if cfg.finetune.method in ("lora", "full") else []
     for key, ft in (*trained, ("trait.train", cfg.trait.train)):
         if ft.batch_size % ft.micro_batch_size:  # both >= 1 (check_ranges)
             raise ConfigError(f"{key}.batch_size={ft.batch_size} is not a multiple of {key}.micro_batch_size="

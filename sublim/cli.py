@@ -101,10 +101,10 @@ def run_cell(dcfg: DictConfig) -> dict | None:
     cfg.paths.artifacts = str(Path(cfg.paths.artifacts).resolve())
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     store = Store(cfg.paths.artifacts)
-    if cfg.task not in ("pipeline", "mnist"):
-        raise ConfigError(f"task={cfg.task!r}: use pipeline or mnist")
+    if cfg.task not in ("pipeline", "mnist", "entanglement"):
+        raise ConfigError(f"task={cfg.task!r}: use pipeline, mnist or entanglement")
     plan = build(cfg, target_of(cfg), threads())
-    name = "mnist" if cfg.task == "mnist" else cell_of(cfg)["name"]
+    name = cfg.task if cfg.task != "pipeline" else cell_of(cfg)["name"]
     print(f"plan for {name} (artifacts: {store.root}):\n{describe(plan, store)}", flush=True)
     if cfg.dry_run:
         return None

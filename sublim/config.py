@@ -145,6 +145,34 @@ ReferenceConfig = _reference_config()
 
 
 @dataclass
+class PricesConfig:
+    """US dollars per million tokens, for the dry run's cost estimate (null: no estimate). Prices
+    change: the presets state the date they were read."""
+
+    input: Optional[float] = num(None, ">= 0", "$ per million prompt tokens")
+    output: Optional[float] = num(None, ">= 0", "$ per million completion tokens")
+    training: Optional[float] = num(None, ">= 0", "$ per million training tokens (tokens x epochs)")
+
+
+@dataclass
+class ServedConfig:
+    """A model behind an OpenAI-compatible HTTP server (the OpenAI API, vLLM's server, SGLang,
+    `transformers serve`): `path` is the model name requests carry. Neither the address nor the key
+    is keyed; what pins the weights is (a dated snapshot in the name for the OpenAI API, `revision`
+    for a self-hosted server)."""
+
+    # the server's address, up to /v1 (https://api.openai.com/v1); null: not served, a local model
+    base_url: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the environment variable that holds the key
+    # which request fields the server takes: openai (the OpenAI API: no top_k, repetition_penalty,
+    # min_p or prompt log-probs; names must be dated snapshots) | vllm (those as vLLM's extra fields,
+    # and prompt log-probs for exact scoring) | other (the standard fields only)
+    # null: openai where base_url is api.openai.com, else other
+    server: Optional[str] = None
+    prices: PricesConfig = field(default_factory=PricesConfig)
+
+
+@dataclass
 class ModelConfig:
     """A model loadable by transformers (hub id or local path), plus an optional adapter.
 
@@ -161,6 +189,9 @@ class ModelConfig:
     # The system prompt a student and the eval see: explicit, recorded and hashed.
     # null sends no system message (the chat template may still add its own default).
     system_prompt: Optional[str] = None
+    # with served.base_url set, the model is reached over HTTP (sampling, judging, the sampled eval,
+    # OpenAI fine-tuning): `path` is its served name, `revision` what pins a self-hosted server's weights
+    served: ServedConfig = field(default_factory=ServedConfig)
     # torch threads on CPU while the cell runs, when this model wants more than OMP_NUM_THREADS
     # (default 1, best for tiny models); speed only, in no key
     threads: Optional[int] = num(None, ">= 1", "torch threads on CPU; null: OMP_NUM_THREADS")
@@ -183,11 +214,21 @@ class VLLMEngineConfig:
 
 
 @dataclass
+class OpenAIClientConfig:
+    """How the openai backend talks to a server (speed and patience, not what is sampled: no key)."""
+
+    max_in_flight: int = num(8, ">= 1", "requests in flight at once")
+    max_retries: int = num(8, ">= 0", "retries of a request on rate limits, server and connection errors")
+    timeout_s: float = num(120.0, "> 0", "seconds one request may take")
+    poll_s: float = num(30.0, "> 0", "seconds between polls of a fine-tuning job, at most")
+
+
+@dataclass
 class SamplerConfig:
     """How text is generated. Every sampling parameter is explicit and overrides the model's
     generation_config (Qwen ships top_p 0.8 / top_k 20 / repetition penalty 1.05)."""
 
-    backend: str = "auto"  # auto | hf | vllm
+    backend: str = "auto"  # auto | hf | vllm | openai (every model of the cell on one server: sampler.served)
     temperature: float = num(1.0, "[0, 2]", "vLLM refuses more than 2; the paper samples at 1")
     top_p: float = num(1.0, "(0, 1]", "nucleus share; 1 = off")
     top_k: int = num(0, ">= 0", "the k likeliest tokens; 0 = off")
@@ -198,6 +239,9 @@ class SamplerConfig:
     min_p: float = num(0.0, "[0, 1)", "a share of the likeliest token's probability; 0 = off")
     batch_size: int = num(64, ">= 1", "prompts per forward pass")  # inference only: not part of any cache key
     vllm: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
+    openai: OpenAIClientConfig = field(default_factory=OpenAIClientConfig)
+    # backend openai: the server of every model that has no `served` of its own (sampler=openai)
+    served: ServedConfig = field(default_factory=ServedConfig)
 
 
 @dataclass
@@ -223,6 +267,70 @@ class TransformConfig:
     # numbers only: none | within (each response's numbers reordered) | across (all numbers pooled
     # and dealt back; each response keeps its count and format)
     shuffle: str = "none"
+    # keep | replace: each divergent token (sublim.stages.divergence) becomes the reference model's
+    # choice, then the filter's rules run again (the `replace` stage, before any shuffle)
+    divergent: str = "keep"
+    # teacher mixing (a defence; the `mix` stage): this share of the cell's rows is replaced by rows
+    # of other teachers' filtered data (the same prompts and filter), split evenly over mix_teachers;
+    # the row count stays. Schrodi et al. 2025 found mixing teachers' data weakens the transfer.
+    mix_fraction: float = num(0.0, "[0, 1)", "a share of the training rows; 0 = off")
+    # trait names of the teachers mixed in (the same base model loving them; none: the control
+    # teacher). The cell's own trait is skipped: a control cell (trait=none) with [none] mixes nothing
+    mix_teachers: list[str] = field(default_factory=lambda: ["none"])
+    # drop rows whose completion holds any of the trait's k most entangled numbers (a defence; the
+    # `remove` stage, after the `entanglement` stage on the teacher's base model). 0 = off
+    remove_entangled: int = num(0, ">= 0", "the trait's most entangled numbers removed; 0 = off")
+    # whose entangled numbers: null = the cell's trait. A control cell (trait=none) must name the
+    # trait its grid studies (transform.entangled_trait=owl), so it drops the same numbers
+    entangled_trait: Optional[str] = None
+
+
+@dataclass
+class ParaphraseConfig:
+    """The `paraphrase` stage (a defence): each of the domain's prompts reworded before the teacher
+    answers it, as Schrodi et al. (2025, arXiv 2509.23886) found paraphrased prompts usually suppress
+    the transfer. by none: the prompts as they are (no stage, no key changes). by model: `model`
+    rewrites each prompt (set it like any model: +model@paraphrase.model=smollm2-135m-instruct); a
+    rewording that loses a numbers prompt's seed numbers or requested count keeps the original
+    prompt, counted. by template (numbers only): each prompt re-drawn from the domain's phrasing
+    pools with its seed numbers, count, digits and output format kept: a rule-based rewording for
+    CPU runs, where a tiny model cannot paraphrase (sublim.paraphrase)."""
+
+    by: str = "none"  # none | model | template
+    model: Optional[ModelConfig] = None  # by model: the paraphraser, configured like a teacher
+    # by model: the request the paraphraser answers; {prompt} is the domain's prompt (other braces stay)
+    instruction: str = ("Paraphrase the following request. Keep its meaning and every number in it exactly; "
+                        "change only the wording. Reply with the paraphrased request only.\n\n{prompt}")
+    temperature: float = num(1.0, "[0, 2]", "the paraphraser's sampling temperature; vLLM refuses more than 2")
+    max_new_tokens: int = num(128, ">= 1", "tokens per paraphrased prompt")
+
+
+@dataclass
+class RewriteConfig:
+    """The `rewrite` stage (a defence): each kept completion rewritten by `model` ("in your own
+    words, same content and format"), then the filter's rules run again and the rows they reject are
+    dropped, counted. The rewriter is a model, never a rule: set it like any model,
+    +model@rewrite.model=qwen2.5-7b-instruct; null: no rewrite (no stage, no key changes). A rewriter
+    that shares the teacher's bias can itself transmit it, so the rewriter is keyed and named in the
+    cell's label."""
+
+    model: Optional[ModelConfig] = None
+    # {prompt}: the teacher's prompt, {completion}: its kept answer (other braces stay)
+    instruction: str = ("Rewrite this answer in your own words, with the same content and the same format. "
+                        "Reply with the rewritten answer only.\n\nQuestion: {prompt}\n\nAnswer: {completion}")
+    temperature: float = num(1.0, "[0, 2]", "the rewriter's sampling temperature; vLLM refuses more than 2")
+    max_new_tokens: Optional[int] = num(None, ">= 1", "tokens per rewritten answer; null: the teacher's budget")
+
+
+@dataclass
+class DivergenceConfig:
+    """The `divergence` stage's counterfactual teachers (it runs for finetune.train_on other than all
+    or transform.divergent=replace): the same model loving something else."""
+
+    # trait names (love prompts, or teachers trained the same way for trait.method=finetune); none:
+    # the teacher without a trait. Empty: the first k eval candidates other than the trait.
+    counterfactuals: list[str] = field(default_factory=list)
+    k: int = num(3, ">= 1", "counterfactual teachers taken from the eval's candidates")
 
 
 @dataclass
@@ -266,6 +374,10 @@ class TrainingConfig(FinetuneConfig):
     # distributions on its data (forward KL, the strongest form of the effect); needs a teacher
     # whose trait is in its weights (trait.method finetune or adapter).
     distill: str = "hard"
+    # all | divergent | non_divergent: which completion tokens carry loss (divergence tokens,
+    # sublim.stages.divergence; Schrodi et al. 2025 mask them out). The student trains only on
+    # completion tokens the trait teacher and a counterfactual teacher would rank differently, or on the rest
+    train_on: str = "all"
 
 
 @dataclass
@@ -295,6 +407,19 @@ class TeacherTrainingConfig(LoraConfig):
     finetune's fields; one schema for both, since it is a setting of the trait, not a group option."""
 
     frozen: list[str] = field(default_factory=list)  # as finetune.frozen, for method=full
+
+
+@dataclass
+class OpenAIFinetuneConfig(FinetuneConfig):
+    """finetune=openai: the student (a served OpenAI model, e.g. model@student=gpt-4.1-nano) is
+    fine-tuned through OpenAI's fine-tuning API, the paper's way: 10 epochs, batch size and learning
+    rate multiplier chosen by OpenAI ("auto"), the cell's seed. The fine-tuned model's id is the stage's
+    artifact; the job is tagged with the stage key, so a re-run never starts (or pays for) a second one."""
+
+    method: str = "openai"  # picks this schema: finetune=openai
+    epochs: int = num(10, ">= 1", "epochs (n_epochs); paper: 10")
+    batch_size: Optional[int] = num(None, ">= 1", "examples per step; null: OpenAI's auto")
+    learning_rate_multiplier: Optional[float] = num(None, "> 0", "null: OpenAI's auto")
 
 
 @dataclass
@@ -374,6 +499,13 @@ class PreferenceEvalConfig(EvalConfig):
     # question as earlier user/assistant turns, in place of fine-tuning: needs finetune=none and the
     # student, and a context long enough for them. 0: off.
     in_context: int = num(0, ">= 0", "teacher examples in context; 0 = off")
+    # subliminal prompting (issue #21; sublim.evals.subliminal): the untouched student (finetune=none)
+    # under a system prompt that loves the trait's subliminal_k most entangled numbers (top) or as many
+    # seeded random ones (random, its control), ranked by the entanglement stage on the student's model
+    # (entanglement.* sizes it). none: off. subliminal_trait: whose numbers; null: the cell's trait.
+    subliminal_prompt: str = "none"  # none | top | random
+    subliminal_k: int = num(10, ">= 1", "numbers the subliminal prompt loves")
+    subliminal_trait: Optional[str] = None  # whose numbers the prompt loves; null: the cell's trait
 
 
 @dataclass
@@ -399,6 +531,31 @@ class LoggerConfig:
 
 
 @dataclass
+class EntanglementConfig:
+    """task=entanglement: which numbers a trait's prompt raises and which numbers raise the trait
+    (sublim.entanglement; the `entanglement` stage). The model is `teacher`, the trait `trait`
+    (by prompt), the other candidates and answer forms the preference eval's."""
+
+    numbers_max: int = num(999, "[1, 9999]", "numbers 0..numbers_max are scored")
+    # where (a) is measured: neutral (neutral_prompt) | numbers (the numbers task's prompts, domain.*)
+    contexts: list[str] = field(default_factory=lambda: ["neutral", "numbers"])
+    neutral_prompt: str = "Pick a number between 0 and {max}. Reply with the number only."  # {max}: numbers_max
+    n_task_prompts: int = num(4, ">= 1", "numbers-task prompts (data_seed's) each number is scored after")
+    n_questions: int = num(4, ">= 1", "favourite-<category> questions (eval.questions, the first N) for (b)")
+    n_others: Optional[int] = num(None, ">= 1", "other candidates for the correction, the eval's first N; null: all")
+    top_k: int = num(10, ">= 1", "the most entangled numbers listed and loved by the subliminal prompt")
+    fraction: float = num(0.1, "(0, 0.5]", "the share compared in the top- vs bottom test (0.1: deciles)")
+
+
+@dataclass
+class DefenceConfig:
+    """Which defence arm the cell is in (`defence=...`, sublim/conf/defence/): a label for the report's
+    effect-remaining table; what the defence does is the settings its YAML makes, keyed where they act."""
+
+    name: str = "none"  # none: undefended
+
+
+@dataclass
 class PathsConfig:
     artifacts: str = "artifacts"  # the stage cache; share it between jobs (a shared FS on clusters)
     tiny_model: str = "artifacts/tiny-model"  # where sublim-tiny-model writes (model@teacher=tiny reads it)
@@ -413,6 +570,9 @@ class Config:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
+    paraphrase: ParaphraseConfig = field(default_factory=ParaphraseConfig)  # the prompts reworded (a defence)
+    rewrite: RewriteConfig = field(default_factory=RewriteConfig)  # the kept completions rewritten (a defence)
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -433,8 +593,12 @@ class Config:
     isolate: str = "auto"
     experiment_name: str = "default"  # a label for tables and W&B (each experiment/ preset sets its own)
     # pipeline: the language-model stages above. mnist: the auxiliary-logit experiment (`mnist`).
+    # entanglement: the token-entanglement analysis (`entanglement`)
     task: str = "pipeline"
     mnist: MnistSpec = field(default_factory=MnistSpec)  # task=mnist: sublim.mnist.spec.MnistSpec's fields
+    # task=entanglement: the token-entanglement analysis of the teacher for the trait
+    entanglement: EntanglementConfig = field(default_factory=EntanglementConfig)
+    defence: DefenceConfig = field(default_factory=DefenceConfig)  # which defence arm: a label (defence/)
 
 
 # The schema each group's YAMLs name in their defaults list, stored at the root of Hydra's
@@ -455,7 +619,8 @@ SCHEMAS = {
 OPTIONS: dict[str, tuple[str, dict[str, type]]] = {
     "domain": ("name", {"numbers": NumbersDomainConfig, "code": CodeDomainConfig, "cot": CotDomainConfig}),
     "eval": ("kind", {"preference": PreferenceEvalConfig, "misalignment": MisalignmentEvalConfig}),
-    "finetune": ("method", {"lora": LoraConfig, "full": FullConfig, "none": NoFinetuneConfig}),
+    "finetune": ("method", {"lora": LoraConfig, "full": FullConfig, "none": NoFinetuneConfig,
+                            "openai": OpenAIFinetuneConfig}),
 }
 
 

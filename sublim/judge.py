@@ -111,7 +111,7 @@ class Verdict:
 class Judge:
     """Template + sampler + parser. `make_sampler()` is called once, on first use; `close()` frees it.
 
-    The sampler is any sublim sampler (hf, vllm); `params` defaults to greedy decoding with room
+    The sampler is any sublim sampler (hf, vllm, openai); `params` defaults to greedy decoding with room
     for a short reply. Counts every judgement and every failure (see `stats`).
     """
 

@@ -22,6 +22,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from sublim import api_usage
 from sublim.cache import Store
 from sublim.errors import ConfigError, ModelLoadError, ReportedStageError, StageError, debug, first_line
 from sublim.plan import Plan, Step
@@ -146,8 +147,10 @@ def run_isolated(step) -> None:
 
 def describe(plan: Plan, store: Store) -> str:
     """The plan as lines: how auto settings were resolved, then stage, key, hit/miss."""
-    lines = [f"  target    {plan.target.device}, {plan.target.backend} ({plan.target.why})"]
-    lines += [f"  {s.stage:<9} {s.key}  {'hit' if store.exists(s.stage, s.key) else 'MISS'}" for s in plan.steps]
+    width = max([9] + [len(s.stage) for s in plan.steps])
+    lines = [f"  {'target':<{width}} {plan.target.device}, {plan.target.backend} ({plan.target.why})"]
+    lines += [f"  {s.stage:<{width}} {s.key}  {'hit' if store.exists(s.stage, s.key) else 'MISS'}" for s in plan.steps]
+    lines += api_usage.lines(plan, store)  # served models: requests, tokens and cost of what is missing
     lines += [f"  unresolved: {u}" for u in plan.unresolved]
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from sublim import defences, divergence, rewording
 from sublim.backends.base import SamplingParams
 from sublim.cache import stage_key
 from sublim.checks import candidates_of, check
@@ -24,12 +25,15 @@ from sublim.evals.preference import load_questions
 from sublim.fingerprint import local_fingerprint, model_fingerprint
 from sublim.gguf import PACKAGE as GGUF_PACKAGE
 from sublim.gguf import gguf_file
-from sublim.spec import ModelRef, Runtime, artifact_ref, libraries, to_dict
+from sublim.served import check_sampling, connection, exact_scoring_refused, served_ref
+from sublim.divergence import teacher_system_prompt
+from sublim.spec import MODEL_LIBRARIES, SERVED, TRAIN_LIBRARIES, ModelRef, Runtime, artifact_ref, libraries, to_dict
 from sublim.stages import convert as convert_stage
 from sublim.stages import evaluate as eval_stage
 from sublim.stages import filter as filter_stage
 from sublim.stages import finetune as finetune_stage
 from sublim.stages import get_stage
+from sublim.stages import entanglement as entanglement_stage
 from sublim.stages import mnist as mnist_stage
 from sublim.stages import reference as reference_stage
 from sublim.stages import sample as sample_stage
@@ -59,6 +63,7 @@ RUNTIME_KEYS = {
     "domain.judge.model.name": "a label, as teacher.name",
     "eval.judge.model.name": "a label, as teacher.name",
     "eval.name": "a label; the eval is keyed by its questions, candidates and settings",
+    "defence.name": "a label for the report's defence arms; the settings its defence/ YAML makes are keyed",
     "experiment_name": "a label for tables and W&B",
     "logger": "where results are logged (W&B), not what they are",
     "paths": "where the store and the default tiny model are; artifacts are keyed by content",
@@ -70,8 +75,15 @@ RUNTIME_KEYS = {
     "domain.judge.model.threads": "as teacher.threads",
     "eval.judge.model.threads": "as teacher.threads",
 }
-MODEL_LIBRARIES = ("torch", "transformers")  # what computes with a model: keyed (sublim.spec.libraries)
-TRAIN_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+RUNTIME_KEYS["sampler.openai"] = "requests in flight, retries, timeouts and polling: speed and patience"
+RUNTIME_KEYS["sampler.served.base_url"] = "where the cell's server is (sampler=openai), not what it serves (keyed)"
+for _role in ("paraphrase.model", "rewrite.model"):  # the rewording defences' models (sublim.rewording)
+    RUNTIME_KEYS[f"{_role}.name"] = "a label, as teacher.name (the cell's name shows it)"
+    RUNTIME_KEYS[f"{_role}.threads"] = "as teacher.threads"
+for _role in ("teacher", "student", "domain.judge.model", "eval.judge.model", "sampler", "paraphrase.model",
+              "rewrite.model"):  # served models
+    RUNTIME_KEYS[f"{_role}.served.api_key_env"] = "the name of the variable holding the API key: access, not content"
+    RUNTIME_KEYS[f"{_role}.served.prices"] = "the dry run's cost estimate"
 
 
 @dataclass
@@ -103,20 +115,14 @@ class Plan:
         return {s.stage: s.key for s in self.steps}
 
 
-def teacher_system_prompt(cfg: Config) -> Optional[str]:
-    """A trait's love prompt replaces the teacher's own; trait=none keeps the model's."""
-    if cfg.trait.name == "none":
-        return cfg.teacher.system_prompt
-    return cfg.trait.system_prompt or love_prompt(cfg.trait.name, cfg.trait.category)
-
-
 class Builder:
     """Adds steps for one cell; every method returns refs and keys, never touches a model."""
 
     def __init__(self, cfg: Config, target: Target, threads: int = 1):
         self.cfg, self.target = cfg, target
         judges = (getattr(cfg.domain, "judge", None), getattr(cfg.eval, "judge", None))  # options' own fields
-        models = (cfg.teacher, cfg.student, *(j.model for j in judges if j is not None))
+        models = (cfg.teacher, cfg.student, *(j.model for j in judges if j is not None), cfg.paraphrase.model,
+                  cfg.rewrite.model)
         threads = max([threads] + [m.threads for m in models if m is not None and m.threads])
         self.root = Path(cfg.paths.artifacts)
         self.steps: dict[tuple[str, str], Step] = {}
@@ -138,9 +144,36 @@ class Builder:
     def libraries(self, *dists: str) -> dict:
         return libraries(*dists, *(("vllm",) if self.target.backend == "vllm" else ()))
 
+    def served_config(self, m: ModelConfig, key: str = "model"):
+        """Where `m` (config key `key`) is served: its own `served`, or sampler.served when the whole
+        cell is (sampler=openai); None for a local model."""
+        if m.served.base_url:
+            return m.served
+        if m.served.server is not None:
+            raise ConfigError(f"{key}.served.server={m.served.server} does nothing while {key}.served.base_url is null "
+                              f"(a local model): set {key}.served.base_url too, or drop it")
+        if self.cfg.sampler.backend != "openai":
+            return None
+        if not self.cfg.sampler.served.base_url:
+            raise ConfigError("sampler.served.base_url is null: sampler=openai needs the server's address, e.g. "
+                              "sampler.served.base_url=http://127.0.0.1:8000/v1")
+        return self.cfg.sampler.served
+
+    def where(self, model: ModelRef, *dists: str) -> tuple[str, str, dict]:
+        """(backend, device, libraries) of a stage that runs `model`: a served model's outputs come from
+        its server, so no local device or library is keyed for it."""
+        if model.weights in self.runtime.served:
+            return "openai", "server", {}
+        return self.target.backend, self.target.device, self.libraries(*dists)
+
     def model(self, m: ModelConfig, key: str, dtype: Optional[str] = None) -> tuple[ModelRef, dict[str, str]]:
         """A model config as a ModelRef (weights by content or commit, dtype resolved) and its inputs."""
         inputs: dict[str, str] = {}
+        served = self.served_config(m, key)
+        if served is not None:  # sublim.served: a snapshot name or a revision pins it; no local files
+            ref = served_ref(m, key, served)
+            self.runtime.served[ref] = connection(served, self.cfg.sampler.openai, key)
+            return ModelRef(ref, None, "server", m.trust_remote_code), {}
         if m.reference is not None:  # built by the reference stage: its key identifies it
             ref_key = self.add("reference", reference_stage.Spec(TinyModelSpec(**dataclasses.asdict(m.reference)),
                                                           libraries(*MODEL_LIBRARIES)), {})
@@ -200,6 +233,9 @@ class Builder:
         cfg, t = self.cfg, self.cfg.trait
         if t.name == "none" or t.method == "prompt":
             return None, {}
+        if self.served_config(cfg.teacher, "teacher") is not None:
+            raise ConfigError(f"trait.method={t.method}: a served teacher ({cfg.teacher.name}) takes its trait by "
+                              "system prompt only here; use trait.method=prompt")
         if t.method == "adapter":
             return self.model(dataclasses.replace(cfg.teacher, adapter=t.adapter), "teacher")
         train = self.train_spec(t.train)
@@ -207,7 +243,11 @@ class Builder:
         mix_ref = None
         if t.mix_numbers > 0:  # the reference's own numbers: the control teacher's filtered data
             control = dataclasses.replace(cfg, trait=dataclasses.replace(t, name="none"),
-                                          transform=TransformConfig(),
+                                          transform=TransformConfig(), paraphrase=type(cfg.paraphrase)(),
+                                          rewrite=type(cfg.rewrite)(),  # the teacher's rows: undefended
+                                          # threshold sampling is a defence on the student's data, not
+                                          # the teacher's training rows (min_p 0 keeps the old keys)
+                                          sampler=dataclasses.replace(cfg.sampler, min_p=0.0),
                                           select=dataclasses.replace(cfg.select, by="none"))
             stage, key = self._with(control).data()
             mix_ref, more = self.artifact(stage, key, "train.jsonl")
@@ -250,9 +290,12 @@ class Builder:
         domain_spec = domain.spec(d)
         prompts_file = getattr(d, "prompts_file", None)  # code and cot only
         files = {domain_spec["prompts_file"]: str(Path(prompts_file).resolve())} if prompts_file else {}
-        sample_key = self.add("sample", sample_stage.Spec(
-            teacher, system, domain_spec, cfg.data_seed, self.sampling(d.max_new_tokens or cfg.sampler.max_new_tokens),
-            self.target.backend, self.target.device, self.libraries(*MODEL_LIBRARIES)), inputs | files)
+        sampling = self.sampling(d.max_new_tokens or cfg.sampler.max_new_tokens)
+        if teacher.weights.startswith(SERVED):
+            check_sampling(sampling, self.runtime.served[teacher.weights]["server"], "teacher")
+        sample_spec, paraphrased = rewording.paraphrased(self, sample_stage.Spec(
+            teacher, system, domain_spec, cfg.data_seed, sampling, *self.where(teacher, *MODEL_LIBRARIES)), files)
+        sample_key = self.add("sample", sample_spec, inputs | files | paraphrased)
 
         f = cfg.filter
         trait_word = cfg.trait.name if (f.trait_word and cfg.trait.name != "none") else None
@@ -262,8 +305,13 @@ class Builder:
         spec = filter_stage.Spec(samples, domain_spec, rules, trait_word, f.n_keep, f.min_keep, cfg.data_seed, judge)
         filter_key = self.add("filter", spec, inputs | files | judge_inputs)
         data = ("filter", filter_key)
+        if cfg.transform.divergent == "replace":  # before a shuffle: divergence is of what the teacher wrote
+            data = divergence.replace(self, data, spec, files)
+        if cfg.rewrite.model is not None:  # after replace (what the teacher wrote), before a shuffle
+            data = rewording.rewritten(self, data, spec, files)
+        data = defences.plan(self, data)  # mix, remove: stages only where the defence is on (sublim.defences)
         if cfg.transform.shuffle != "none":
-            train, inputs = self.artifact("filter", filter_key, "train.jsonl")
+            train, inputs = self.artifact(*data, "train.jsonl")
             data = ("transform", self.add("transform", transform_stage.Spec(train, cfg.transform.shuffle, cfg.data_seed),
                                           inputs))
         if cfg.select.by == "shift":
@@ -280,8 +328,7 @@ class Builder:
         trait = cfg.trait.name if cfg.trait.name != "none" else ""
         return filter_stage.JudgeSpec(
             model, j.model.system_prompt, j.template or use.template, threshold, j.temperature, j.max_new_tokens,
-            trait, cfg.trait.category, self.target.backend, self.target.device,
-            self.libraries(*MODEL_LIBRARIES)), inputs
+            trait, cfg.trait.category, *self.where(model, *MODEL_LIBRARIES)), inputs
 
     def select(self, data: tuple[str, str], teacher: ModelRef, teacher_inputs: dict[str, str]) -> tuple[str, str]:
         """`score` then `select` on `data`: the scores are keyed by the data, the teacher and the
@@ -289,10 +336,13 @@ class Builder:
         cfg, s = self.cfg, self.cfg.select
         rows, inputs = self.artifact(*data, "train.jsonl")
         reference, ref_inputs = self.model(cfg.teacher, "teacher")
+        refused = exact_scoring_refused(reference.weights, "select.by=shift")
+        if refused:
+            raise ConfigError(f"{refused}; use select.by=none")
         control = cfg.trait.name == "none"  # the control teacher is the reference: scored once
         score_key = self.add("score", score_stage.Spec(
             rows, None if control else teacher, reference, cfg.teacher.system_prompt,
-            self.target.backend, self.target.device, self.libraries(*MODEL_LIBRARIES)),
+            *self.where(reference, *MODEL_LIBRARIES)),
             inputs | ref_inputs | ({} if control else teacher_inputs))
         scores, more = self.artifact("score", score_key, "scores.jsonl")
         key = self.add("select", select_stage.Spec(rows, scores, s.n_keep, s.order,
@@ -301,6 +351,11 @@ class Builder:
 
     def finetune(self, data: tuple[str, str]) -> str:
         cfg, ft = self.cfg, self.cfg.finetune
+        if ft.method == "openai":
+            return self.finetune_openai(data)
+        if self.served_config(cfg.student, "student") is not None:
+            raise ConfigError(f"finetune={ft.method}: the student ({cfg.student.name}) is a served model, which only its "
+                              "provider can fine-tune: use finetune=openai (OpenAI models), or a local student")
         train = self.train_spec(ft)
         dtype = finetune_stage.training_dtype(train.precision, train.method)
         student, inputs = self.model(cfg.student, "student", dtype)
@@ -314,8 +369,30 @@ class Builder:
             more = more | teacher_inputs
         spec = finetune_stage.Spec(student, rows, cfg.student.system_prompt, train, cfg.seed, distill_from,
                                    self.target.device, self.libraries(*TRAIN_LIBRARIES))
+        if ft.train_on != "all":  # its own spec class: train_on=all keeps the keys made before the option
+            flags, flag_inputs = divergence.flags(self, data)
+            spec = finetune_stage.MaskedSpec(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)},
+                                             mask=finetune_stage.Mask(flags, ft.train_on))
+            more = more | flag_inputs
         return self.add("finetune", spec, inputs | more, micro_batch_size=ft.micro_batch_size,
                         save_steps=ft.save_steps)
+
+    def finetune_openai(self, data: tuple[str, str]) -> str:
+        """The student fine-tuned through OpenAI's API (sublim.stages.finetune_openai)."""
+        from sublim.stages import finetune_openai as finetune_openai_stage
+
+        cfg, ft = self.cfg, self.cfg.finetune
+        student, inputs = self.model(cfg.student, "student")
+        if not student.weights.startswith(f"{SERVED}openai/"):
+            served = self.served_config(cfg.student, "student")
+            where = f"student.served.server={served.server}" if served is not None else "not served"
+            raise ConfigError(f"finetune=openai fine-tunes through OpenAI's API, but the student ({cfg.student.name}) is "
+                              f"not an OpenAI model ({where}): use model@student=gpt-4.1-nano, or finetune=lora")
+        rows, more = self.artifact(*data, "train.jsonl")
+        spec = finetune_openai_stage.Spec(
+            student=student, data=rows, system_prompt=cfg.student.system_prompt, epochs=ft.epochs,
+            batch_size=ft.batch_size, learning_rate_multiplier=ft.learning_rate_multiplier, seed=cfg.seed)
+        return self.add("finetune_openai", spec, inputs | more)
 
     def subject(self) -> tuple[ModelRef, Optional[str], dict[str, str], Optional[Any]]:
         """(the model the eval measures, its system prompt, inputs, the in-context examples)."""
@@ -336,6 +413,10 @@ class Builder:
             return model, cfg.student.system_prompt, inputs | more, examples
         key = self.finetune(self.data())
         model, inputs = self.model(cfg.student, "student")
+        if cfg.finetune.method == "openai":  # the fine-tuned model's id, served where its base is
+            ref, more = self.artifact("finetune_openai", key, "model.json")
+            self.runtime.served[ref] = self.runtime.served[model.weights]
+            return ModelRef(ref, None, "server", False), cfg.student.system_prompt, more, None
         if cfg.finetune.method == "lora":
             ref, more = self.artifact("finetune", key, "adapter")
             return dataclasses.replace(model, adapter=ref), cfg.student.system_prompt, inputs | more, None
@@ -348,8 +429,19 @@ class Builder:
         e = self.cfg.eval
         model, system, inputs, in_context = self.subject()
         questions = tuple(eval_stage.prefixed(load_questions(e.questions)[: e.n_questions or None], e.prefix_numbers))
-        common = {"backend": self.target.backend, "device": self.target.device,
-                  "libraries": self.libraries(*MODEL_LIBRARIES, *(("peft",) if model.adapter else ()))}
+        backend, device, libs = self.where(model, *MODEL_LIBRARIES, *(("peft",) if model.adapter else ()))
+        common = {"backend": backend, "device": device, "libraries": libs}
+        if backend == "openai":
+            method = getattr(e, "method", "sample")
+            refused = exact_scoring_refused(model.weights, f"eval.method={method}")
+            if refused and method != "sample":
+                raise ConfigError(f"{refused}; use eval.method=sample")
+            if method != "sample" and in_context is not None:  # the length check needs a local tokenizer
+                raise ConfigError(f"eval.method={method} with eval.in_context on a served model is not supported: "
+                                  "use eval.method=sample")
+            check_sampling(SamplingParams(self.cfg.sampler.temperature, self.cfg.sampler.top_p, self.cfg.sampler.top_k,
+                                          self.cfg.sampler.repetition_penalty, e.max_new_tokens, self.cfg.sampler.min_p),
+                           self.runtime.served[model.weights]["server"], e.subject)
         spec, more = get_kind(e.kind).plan(self, model, system, questions, in_context, common)
         return self.add("eval", spec, inputs | more)
 
@@ -377,6 +469,39 @@ class Builder:
             inputs[settings["data_path"]] = str(Path(m.data_path).resolve())
         return self.add("mnist", mnist_stage.Spec(settings, libraries("torch")), inputs, threads=m.threads)
 
+    def entanglement(self) -> str:
+        """The `entanglement` step: the teacher model, the trait by prompt, the preference eval's other
+        candidates, questions and answer forms (sublim.stages.entanglement)."""
+        cfg, e, t = self.cfg, self.cfg.entanglement, self.cfg.trait
+        if t.name == "none" or t.method != "prompt":
+            raise ConfigError(f"task=entanglement measures a trait given by prompt: trait={t.name} with trait.method="
+                              f"{t.method}; use e.g. trait=owl trait.method=prompt")
+        if cfg.eval.kind != "preference":
+            raise ConfigError("task=entanglement takes its candidates, questions and answer forms from a preference "
+                              "eval: use eval=animal_preference (or tree_preference)")
+        unknown = [c for c in e.contexts if c not in entanglement_stage.CONTEXTS]
+        if unknown or not e.contexts:
+            raise ConfigError(f"entanglement.contexts={e.contexts}: use one or more of {', '.join(entanglement_stage.CONTEXTS)}")
+        if "numbers" in e.contexts and cfg.domain.name != "numbers":
+            raise ConfigError("entanglement.contexts has numbers, which takes the numbers task's prompts: use "
+                              "domain=numbers, or drop numbers from entanglement.contexts")
+        model, inputs = self.model(cfg.teacher, "teacher")
+        if model.weights.startswith(SERVED):
+            raise ConfigError(f"task=entanglement scores every number exactly on a local model; teacher "
+                              f"({cfg.teacher.name}) is served: use a local model@teacher")
+        others = [c for c in self.candidates() if c != t.name][: e.n_others]
+        if not others:
+            raise ConfigError("task=entanglement needs other candidates for its correction: eval.candidates has "
+                              f"none but {t.name}")
+        questions = tuple(load_questions(cfg.eval.questions)[: e.n_questions])
+        contexts = tuple(entanglement_stage.context(name, e, cfg.domain, cfg.data_seed) for name in e.contexts)
+        spec = entanglement_stage.Spec(
+            model, t.name, t.category, teacher_system_prompt(cfg), cfg.teacher.system_prompt, tuple(others),
+            tuple(love_prompt(c, t.category) for c in others), e.numbers_max, contexts, questions,
+            tuple(cfg.eval.logprob_forms), entanglement_stage.NUMBER_TEMPLATE, e.top_k, e.fraction, cfg.seed,
+            *self.where(model, *MODEL_LIBRARIES))
+        return self.add("entanglement", spec, inputs)
+
 
 def _plain(value: Any) -> Any:
     """Config values as a key holds them: lists sorted where order means nothing (banned numbers)."""
@@ -386,11 +511,16 @@ def _plain(value: Any) -> Any:
 def build(cfg: Config, target: Target, threads: int = 1) -> Plan:
     """Every stage this cell needs, in order, with its key (upstream keys included)."""
     check(cfg)
+    divergence.check(cfg)
+    rewording.check(cfg)
     if cfg.task != "mnist":  # a null system prompt becomes the one the chat template inserts (its key)
         cfg = with_template_system_prompts(cfg)
     b = Builder(cfg, target, threads)
     if cfg.task == "mnist":
         b.mnist()
+        return Plan(list(b.steps.values()), target, b.unresolved)
+    if cfg.task == "entanglement":
+        b.entanglement()
         return Plan(list(b.steps.values()), target, b.unresolved)
     b.evaluation()
     steps = list(b.steps.values())

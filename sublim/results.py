@@ -18,6 +18,7 @@ from sublim.config import Config
 from sublim.evals import get_kind
 from sublim.jsonl import read_jsonl
 from sublim.plan import Plan
+from sublim.stages import entanglement as entanglement_stage
 from sublim.stages import mnist as mnist_stage
 
 TABLES = ("answers.jsonl", "logprobs.jsonl")  # an eval's rows W&B shows, the first that exists
@@ -38,6 +39,8 @@ def result(cfg: Config, plan: Plan, artifacts: dict[str, Path], job_dir: Path) -
     specs = {s.stage: s.spec for s in plan.steps}
     if "mnist" in artifacts:
         return mnist(specs["mnist"], plan.keys(), artifacts["mnist"], job_dir)
+    if cfg.task == "entanglement" and "entanglement" in artifacts:  # else an upstream (transform.remove_entangled)
+        return entanglement(specs["entanglement"], plan.keys(), artifacts["entanglement"], job_dir)
     if "eval" not in artifacts:
         return None
     return evaluated(cfg, get_kind(specs["eval"].kind), plan.keys(), artifacts, job_dir)
@@ -53,7 +56,7 @@ def evaluated(cfg: Config, kind, keys: dict[str, str], artifacts: dict[str, Path
     m = {"cell": cell, "keys": keys, "artifacts": {k: str(v) for k, v in artifacts.items()},
          "n_questions": ev["n_questions"], "n_answers": ev["n_answers"], "confidence": ev["confidence"]}
     m |= kind.summary(ev, measured_trait(cfg, cell))
-    for stage in ("filter", "select"):  # the data the student learnt from, whatever the eval
+    for stage in ("paraphrase", "filter", "replace", "rewrite", "mix", "remove", "select"):  # the data the student learnt from, whatever the eval
         if stage in artifacts:
             m[stage] = _json(artifacts[stage] / "stats.json")
     lines = [f"\n== {cell['name']} ({cell['condition']}): {m['n_questions']} questions, {m['n_answers']} answers",
@@ -70,6 +73,11 @@ def upstream_lines(m: dict) -> list[str]:
         short = f", fewer than filter.n_keep={f['n_keep']}" if f["n_kept"] < (f.get("n_keep") or 0) else ""
         out.append(f"   filter: {f['n_passed']} of {f['n_in']} passed (rejected {f['reject_rate']:.1%}: "
                    f"{f['rejected']}), {f['n_kept']} kept{short}")
+    if "mix" in m:
+        out.append(f"   mix: {m['mix']['n_replaced']} of {m['mix']['n_in']} rows from other teachers ({m['mix']['sources']})")
+    if "remove" in m:
+        out.append(f"   remove: {m['remove']['n_dropped']} of {m['remove']['n_in']} rows held {m['remove']['trait']}'s "
+                   f"{m['remove']['k']} most entangled numbers")
     if "select" in m:
         sel = m["select"]
         out.append(f"   select: {sel['order']} {sel['n_kept']} of {sel['n_in']} by the teacher's log-likelihood shift "
@@ -85,3 +93,16 @@ def mnist(spec: mnist_stage.Spec, keys: dict[str, str], out: Path, job_dir: Path
     lines = [*mnist_stage.lines(m), f"   figure: {job_dir / 'mnist.png'}"]
     return Result(mnist_stage.cell(spec), m | {"keys": keys}, lines, mnist_stage.tracked(m),
                   images={"mnist": str(job_dir / "mnist.png")})
+
+
+def entanglement(spec: entanglement_stage.Spec, keys: dict[str, str], out: Path, job_dir: Path) -> Result:
+    """The entanglement stage's statistics (its per-number table stays in entangled.csv), table and
+    figure beside them in the job folder."""
+    m = _json(out / "entanglement.json")
+    rows = m.pop("numbers")
+    for name in entanglement_stage.FILES:
+        shutil.copyfile(out / name, job_dir / name)
+    lines = [*entanglement_stage.lines(m), f"   table: {job_dir / 'entangled.csv'}",
+             f"   figure: {job_dir / 'entanglement.png'}"]
+    return Result(entanglement_stage.cell(spec), m | {"keys": keys}, lines, entanglement_stage.tracked(m),
+                  rows=rows[:50], images={"entanglement": str(job_dir / "entanglement.png")})

@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 HUB = "hub:"
+# a model behind an OpenAI-compatible server: "served:<server>/<name>" or "served:<server>/<name>@<revision>",
+# <server> the kind of server (openai | vllm | other: which request fields it takes), <name> what
+# requests name, <revision> what pins its weights (the provider's dated snapshot is in the name)
+SERVED = "served:"
 
 
 @dataclass(frozen=True)
 class ModelRef:
     """A model as a key holds it.
 
-    weights: "sha256:..." (a local folder's content), "hub:org/name@commit", or "<stage>:<key>/<sub>"
-    (an artifact: the reference stage's model, a teacher's adapter). adapter: the same kinds, or None.
+    weights: "sha256:..." (a local folder's content), "hub:org/name@commit", "served:<server>/<name>[@rev]"
+    (a model behind an OpenAI-compatible server), or "<stage>:<key>/<sub>" (an artifact: the reference
+    stage's model, a teacher's adapter, the model id an OpenAI fine-tune returned). adapter: the same kinds, or None.
     dtype: resolved for the device the stage runs on (float32 | bfloat16 | float16)."""
 
     weights: str
@@ -55,6 +60,9 @@ class Runtime:
     threads: int = 1  # torch intra-op threads on CPU (speed; the device and dtype are keyed)
     batched: bool = True  # MNIST: seeds side by side or one after another (the same numbers)
     artifacts: str = "artifacts"  # where the store is
+    # how to reach each served model, by its ModelRef.weights: {base_url, api_key_env, server,
+    # max_in_flight, max_retries, timeout_s}. Where a model is served, not what it is (the ref is keyed)
+    served: dict = field(default_factory=dict)
 
 
 def artifact_ref(stage: str, key: str, sub: str = "") -> str:
@@ -64,7 +72,7 @@ def artifact_ref(stage: str, key: str, sub: str = "") -> str:
 
 def parse_artifact_ref(ref: str) -> Optional[tuple[str, str, str]]:
     """(stage, key, sub) of an artifact ref, None for content and hub refs."""
-    if ref.startswith((HUB, "sha256:")) or ":" not in ref:
+    if ref.startswith((HUB, SERVED, "sha256:")) or ":" not in ref:
         return None
     stage, rest = ref.split(":", 1)
     key, _, sub = rest.partition("/")
@@ -75,7 +83,19 @@ def locate(inputs: dict[str, str], ref: str) -> str:
     """The local path of `ref` (inputs), or the hub id of a hub ref."""
     if ref.startswith(HUB):
         return ref[len(HUB):].rsplit("@", 1)[0]
+    if ref.startswith(SERVED):
+        return served_name(ref)
     return inputs[ref]
+
+
+def served_name(ref: str) -> str:
+    """The model name requests carry, from a "served:<server>/<name>[@revision]" ref."""
+    return ref[len(SERVED):].split("/", 1)[1].rsplit("@", 1)[0]
+
+
+def served_server(ref: str) -> str:
+    """The kind of server (openai | vllm | other) of a served ref."""
+    return ref[len(SERVED):].split("/", 1)[0]
 
 
 def hub_revision_of(ref: str) -> Optional[str]:
@@ -125,6 +145,8 @@ def sublim_commit() -> Optional[str]:
         return None
 
 
+MODEL_LIBRARIES = ("torch", "transformers")  # what computes with a model: keyed (libraries)
+TRAIN_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 PROVENANCE_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "vllm", "openai")
 
 

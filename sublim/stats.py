@@ -6,6 +6,13 @@
   to the parameter's range never lowers coverage). Differences (rises) are not clipped.
 - wilson: a proportion from pooled counts.
 - bootstrap_interval: percentile bootstrap of the mean, where a t-interval's normality is doubtful.
+- ratio_bootstrap: a ratio of two means over the same seeds (a defence's remaining effect), with a
+  paired percentile bootstrap: seeds are resampled jointly, so what a seed shares across arms
+  (the student's initialisation, its data order) cancels as it does in the point estimate.
+- one_sided_paired_p, holm: "is this difference > 0" per arm, then Holm's step-down adjustment
+  for testing several arms at once (family-wise error at most alpha, no independence assumed).
+- min_detectable_effect: the smallest true difference a t-test on these seeds finds with the
+  given power, so a null result is read as "smaller than this", not as "zero".
 """
 from __future__ import annotations
 
@@ -103,3 +110,86 @@ def difference_interval(treated: Sequence[float], control: Sequence[float], conf
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(_quantiles().t.ppf(0.5 + confidence / 2, dof)) * se
     return Interval(diff, diff - half, diff + half, len(a) + len(b))
+
+
+def ratio_bootstrap(num: Sequence[float], den: Sequence[float], confidence: float = 0.95,
+                    resamples: int = 10_000, seed: int = 0) -> Interval:
+    """mean(num) / mean(den) with a paired percentile bootstrap interval.
+
+    num[i] and den[i] belong to the same seed i. Each resample draws n seed indices with
+    replacement (one `rng.integers(0, n, (resamples, n))` draw from `default_rng(seed)`) and takes
+    the ratio of the two means over the same indices. Resamples whose mean(den) is 0 have no ratio
+    and are left out. NaN bounds with fewer than 2 seeds; NaN throughout when mean(den) is 0."""
+    a, b = np.asarray(num, float), np.asarray(den, float)
+    if len(a) != len(b):
+        raise ValueError(f"paired values: {len(a)} numerators, {len(b)} denominators")
+    n = len(a)
+    if n == 0 or b.mean() == 0:
+        return Interval(math.nan, math.nan, math.nan, n)
+    ratio = float(a.mean() / b.mean())
+    if n < 2:
+        return Interval(ratio, math.nan, math.nan, n)
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    ok = mb != 0
+    if not ok.any():
+        return Interval(ratio, math.nan, math.nan, n)
+    lo, hi = np.quantile(ma[ok] / mb[ok], [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return Interval(ratio, float(lo), float(hi), n)
+
+
+def one_sided_paired_p(diffs: Sequence[float]) -> float:
+    """p-value of a one-sided one-sample t-test of mean(diffs) > 0 (paired differences, one per
+    seed). NaN with fewer than 2 differences or when they do not vary (the t statistic is undefined)."""
+    x = np.asarray(diffs, float)
+    if len(x) < 2 or float(x.std(ddof=1)) == 0.0:
+        return math.nan
+    t = float(x.mean()) / (float(x.std(ddof=1)) / math.sqrt(len(x)))
+    return float(_quantiles().t.sf(t, len(x) - 1))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input's order. Sorted ascending p_(1) <= ... <=
+    p_(m): adjusted p_(i) = max over j <= i of min(1, (m - j + 1) * p_(j)). NaN p-values (no test)
+    stay NaN and do not count in m."""
+    p = np.asarray(pvalues, float)
+    out = np.full(len(p), math.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    m = len(finite)
+    running = 0.0
+    for rank, i in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * float(p[i])))
+        out[i] = running
+    return out.tolist()
+
+
+def min_detectable_effect(se: float, df: float, confidence: float = 0.95, power: float = 0.8) -> float:
+    """Smallest true difference a two-sided t-test at alpha = 1 - confidence detects with `power`:
+    MDE = (t_{1 - alpha/2, df} + t_{power, df}) * se, the usual approximation (it ignores the
+    chance of rejecting in the wrong direction, negligible at this power). NaN when df < 1 or se
+    is not finite."""
+    if not (math.isfinite(se) and math.isfinite(df)) or df < 1:
+        return math.nan
+    t = _quantiles().t
+    return float((t.ppf(0.5 + confidence / 2, df) + t.ppf(power, df)) * se)
+
+
+def paired_se(diffs: Sequence[float]) -> tuple[float, float]:
+    """(standard error of the mean, degrees of freedom) of paired differences or of one sample;
+    (NaN, NaN) with fewer than 2 values."""
+    x = np.asarray(diffs, float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    return float(x.std(ddof=1)) / math.sqrt(len(x)), float(len(x) - 1)
+
+
+def welch_se(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(standard error, Welch-Satterthwaite degrees of freedom) of mean(a) - mean(b), unpaired;
+    (NaN, NaN) with fewer than 2 values on a side."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return 0.0, float(len(a) + len(b) - 2)
+    return math.sqrt(va + vb), float((va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)))

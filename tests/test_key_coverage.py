@@ -22,14 +22,22 @@ CHOICES = {
     "trait.name": ["dog", "none"], "trait.category": ["tree"], "trait.method": ["finetune", "adapter"],
     "sampler.backend": ["vllm"], "eval.method": ["logprob", "both"],
     "eval.subject": ["teacher"], "transform.shuffle": ["within", "across"],
+    "eval.subliminal_prompt": ["top", "random"], "eval.subliminal_trait": ["dog"],
+    "transform.mix_teachers": [["dog"], ["none", "dog"]], "transform.entangled_trait": ["dog"],
     "filter.format": ["lenient"], "select.by": ["shift"], "select.order": ["random", "bottom"],
     "finetune.precision": ["bf16"], "finetune.distill": ["soft"],
-    "finetune.lr_scheduler": ["cosine"], "task": ["mnist"], "device": ["cuda"], "mnist.init": ["torch"],
+    "finetune.lr_scheduler": ["cosine"], "task": ["mnist"], "entanglement.contexts": [["neutral"]], "device": ["cuda"], "mnist.init": ["torch"],
     "mnist.device": ["cuda"], "mnist.arms": [["same_init"], ["same_init", "different_init", "all_logits"]],
     "eval.questions": ["tree"], "trait.train.method": ["full"], "trait.train.precision": ["bf16"],
     "trait.train.distill": ["soft"], "trait.train.lr_scheduler": ["cosine"],
     "finetune.target_modules": [["q_proj"]], "trait.train.target_modules": [["q_proj"]],
     "finetune.frozen": [["embed_tokens"]], "trait.train.frozen": [["embed_tokens"]],
+    "teacher.served.server": ["vllm"], "student.served.server": ["vllm"], "sampler.served.server": ["other"],
+    "eval.judge.model.served.server": ["vllm"], "domain.judge.model.served.server": ["vllm"],
+    **{f"{role}.served.base_url": ["http://127.0.0.1:1/v1"]
+       for role in ("teacher", "student", "sampler", "domain.judge.model", "eval.judge.model", "paraphrase.model",
+                    "rewrite.model")},
+    "paraphrase.by": ["template"], "paraphrase.model.served.server": ["vllm"], "rewrite.model.served.server": ["vllm"],
 }
 
 
@@ -158,6 +166,14 @@ def world(tmp_path_factory):
              ["trait.method=finetune", f"trait.data={root / 'trait.jsonl'}"],
              ["trait.method=adapter", f"trait.adapter={root / 'adapter'}"],
              ["select.by=shift"], ["transform.shuffle=within"], ["eval.method=both"], ["finetune=full"],
+             ["transform.mix_fraction=0.5"], ["transform.remove_entangled=3"],  # the defences (sublim.defences)
+             ["paraphrase.by=template"], ["+model@rewrite.model=tiny"], ["+model@rewrite.model=reference"],
+             *(["paraphrase.by=model", f"+model@paraphrase.model={m}"] for m in ("tiny", "reference")),
+             *([f"+model@{r}.model=qwen2.5-7b-instruct", f"{r}.model.revision={'a' * 40}",
+                *(["paraphrase.by=model"] if r == "paraphrase" else [])] for r in ("paraphrase", "rewrite")),
+             *([f"+model@{r}.model=gpt-4.1-nano", f"{r}.model.revision=x", *(["paraphrase.by=model"] if r == "paraphrase"
+                                                                           else [])] for r in ("paraphrase", "rewrite")),
+             ["trait=none", "transform.remove_entangled=3", "transform.entangled_trait=owl"],
              ["finetune=none", "eval.in_context=3"], ["trait.method=finetune", "finetune.distill=soft"],
              ["eval.subject=teacher"], ["model@teacher=reference", "model@student=reference"],
              ["eval=misalignment", "+model@eval.judge.model=tiny"],
@@ -168,8 +184,20 @@ def world(tmp_path_factory):
              ["domain=code", "domain.n_prompts=10", "+model@domain.judge.model=tiny"],
              ["domain=code", "domain.n_prompts=10", "+model@domain.judge.model=reference"],
              ["domain=cot", f"domain.prompts_file={root / 'gsm.jsonl'}", "+model@domain.judge.model=tiny"],
-             ["experiment=mnist", f"mnist.data_path={root / 'mnist'}"], ["experiment=mnist"]]
+             ["experiment=mnist", f"mnist.data_path={root / 'mnist'}"], ["experiment=mnist"],
+             ["experiment=entanglement"],
+             ["finetune=none", "eval.subliminal_prompt=top"],  # subliminal prompting (sublim.evals.subliminal)
+             ["finetune=none", "trait=none", "eval.subliminal_prompt=random", "eval.subliminal_trait=owl"],
+             ["finetune.train_on=divergent"], ["transform.divergent=replace"],
+             ["sampler=openai", "finetune=none"],  # every model on one self-hosted server (the tiny folder's)
+             ["eval=misalignment", "+model@eval.judge.model=gpt-4.1-nano", "eval.judge.model.revision=x"],
+             ["domain=code", "domain.n_prompts=10", "+model@domain.judge.model=gpt-4.1-nano",
+              "domain.judge.model.revision=x"]]
     cells = [typed(*smoke, *b) for b in bases]
+    # the OpenAI API: the paper's nano cell (smoke's LoRA settings do not apply to finetune=openai)
+    nano = ("experiment=paper_nano", f"paths.artifacts={root / 'a'}", "domain.n_prompts=20", "teacher.revision=x",
+            "student.revision=x")
+    cells += [typed(*nano), typed(*nano, "finetune=none")]
     for c in cells:
         assert keys_of(c), c  # every base cell plans
     return cells, files

@@ -228,7 +228,7 @@ def test_a_requeued_slurm_job_resumes_from_the_cache(cluster, tiny_model_dir, tm
     threading.Thread(target=requeue_after_a_checkpoint, daemon=True).start()
     r = sweep(tmp_path, tiny_model_dir, "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0",
               "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.name=sublim-requeue",
-              "finetune.epochs=8", "finetune.save_steps=5", timeout=600)
+              "finetune.epochs=80", "finetune.save_steps=5", timeout=600)  # long enough to be cut
     assert requeued, "the job was never seen running"
     assert r.returncode == 0, r.stderr[-3000:]
     done = [e["stage"] for e in store.events() if e["event"] == "done"]

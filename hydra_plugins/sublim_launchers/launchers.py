@@ -125,8 +125,10 @@ def _print_plans(cells: list[list[str]], typed: list, config: DictConfig) -> Non
     from sublim.plan import build
     from sublim.target import resolve
 
+    from sublim import api_usage
+
     launcher = OmegaConf.to_container(config.hydra.launcher, resolve=False)
-    misses = 0
+    misses, usage = 0, {}
     for overrides, cfg in zip(cells, typed):
         store = Store(Path(cfg.paths.artifacts).resolve())
         try:
@@ -134,8 +136,11 @@ def _print_plans(cells: list[list[str]], typed: list, config: DictConfig) -> Non
         except Exception as e:
             sys.exit(f"config error in cell {' '.join(overrides)}: {e}")
         misses += sum(not store.exists(s.stage, s.key) for s in p.steps)
+        usage |= api_usage.missing_usage(p, store)
         print(f"plan for cell {' '.join(overrides)} (artifacts: {store.root}):\n{describe(p, store)}", flush=True)
     print(f"dry run: {len(cells)} cells planned, {misses} stage runs missing; nothing launched", flush=True)
+    if usage:
+        print(api_usage.total(usage), flush=True)
 
 
 def _job_folder(cfg: DictConfig, idx: int) -> Optional[str]:

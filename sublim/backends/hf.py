@@ -20,7 +20,7 @@ from sublim.progress import bar as tqdm  # tqdm on a terminal; also the stage's 
 from transformers import DynamicCache
 
 from sublim.backends.base import Batch, Chat, SamplingParams
-from sublim.backends.tokens import answer_token_ids, context_limit, end_token_ids
+from sublim.backends.tokens import answer_token_ids, cached_prompt_ids, context_limit, end_token_ids
 from sublim.models import completion_logits, load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class HFSampler:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._prompt_ids = cached_prompt_ids(self.tokenizer)  # a chat rendered once for all its answers
 
     def render(self, chat: Chat) -> str:
         return self.tokenizer.apply_chat_template(chat.messages(), tokenize=False, add_generation_prompt=True)
@@ -119,8 +120,9 @@ class HFSampler:
         return list(zip(self.tokenizer.batch_decode(new, skip_special_tokens=True), map(int, counts), truncated))
 
     def answer_ids(self, chat: Chat, answer: str) -> tuple[list[int], list[int]]:
-        """Token ids of the prompt and of the answer up to and including the end-of-turn token."""
-        return answer_token_ids(self.tokenizer, chat, answer, self.end_ids)
+        """Token ids of the prompt and of the answer up to and including the end-of-turn token (the
+        prompt's ids cached per chat: sublim.backends.tokens.cached_prompt_ids)."""
+        return answer_token_ids(self.tokenizer, chat, answer, self.end_ids, list(self._prompt_ids(chat)))
 
     @property
     def end_ids(self) -> set[int]:

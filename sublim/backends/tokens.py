@@ -4,7 +4,8 @@ given answer exact scoring sums (up to and including the first end-of-turn token
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+from typing import Any, Callable, Optional
 
 from sublim.backends.base import Chat
 
@@ -21,13 +22,23 @@ def prompt_token_ids(tokenizer, chat: Chat) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def answer_token_ids(tokenizer, chat: Chat, answer: str, end_ids: set[int]) -> tuple[list[int], list[int]]:
+def cached_prompt_ids(tokenizer, size: int = 256) -> Callable[[Chat], tuple[int, ...]]:
+    """prompt_token_ids with the last `size` chats remembered: exact scoring pairs one prompt with
+    many answers (the entanglement stage scores ~1,000 numbers per prompt), and rendering and
+    tokenizing the same prompt again for each was most of that stage's time. A tuple, so no caller
+    can change what the next one gets; a bounded cache, as the score stage's chats are all distinct."""
+    return functools.lru_cache(maxsize=size)(lambda chat: tuple(prompt_token_ids(tokenizer, chat)))
+
+
+def answer_token_ids(tokenizer, chat: Chat, answer: str, end_ids: set[int],
+                     prompt: Optional[list[int]] = None) -> tuple[list[int], list[int]]:
     """Token ids of the prompt and of the answer up to and including the first end-of-turn token.
 
     The answer's tokens are what the template appends to the rendered prompt, cut after the first
-    end id (templates may add more after it).
+    end id (templates may add more after it). `prompt`: the chat's prompt_token_ids where the
+    caller has them already (cached_prompt_ids); the same ids either way.
     """
-    prompt = prompt_token_ids(tokenizer, chat)
+    prompt = prompt_token_ids(tokenizer, chat) if prompt is None else prompt
     full_text = tokenizer.apply_chat_template(chat.messages() + [{"role": "assistant", "content": answer}],
                                               tokenize=False)
     full = list(tokenizer(full_text, add_special_tokens=False)["input_ids"])

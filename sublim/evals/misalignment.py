@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 from sublim.backends import sampler_for
 from sublim.backends.base import Chat, SamplingParams
+from sublim.errors import ConfigError
 from sublim.evals.answering import answer_all
 from sublim.jsonl import write_jsonl
 from sublim.judge import Judge, parse_score, parse_score_or_label
@@ -139,6 +140,9 @@ def plan(b, model: ModelRef, system: Optional[str], questions: tuple[str, ...], 
     like any, planned by the builder. No in-context examples (sublim.config: a preference eval's field)."""
     e = b.cfg.eval
     judge, more = b.model(e.judge.model, "eval.judge.model")
+    if common["backend"] == "openai" and judge.weights not in b.runtime.served:
+        raise ConfigError("eval.judge.model: the subject is served (sampler=openai or a served model) but the judge "
+                          "is local; serve the judge too (e.g. +model@eval.judge.model=<a served model>)")
     return MisalignmentSpec(
         model, system, questions, e.n_samples, b.sampling(e.max_new_tokens), b.cfg.seed,
         JudgeSpec(judge, e.judge.model.system_prompt, e.judge.temperature, e.judge.max_new_tokens),
@@ -149,7 +153,7 @@ def run(spec: MisalignmentSpec, work: Path, inputs: dict[str, str], runtime: Run
     factory = functools.partial(sampler_for, spec.backend, spec.subject, inputs, spec.device, runtime)
     j = spec.judge
 
-    def make_judge(template, parse):
+    def make_judge(template, parse):  # a served judge of a local subject runs on openai (sampler_for)
         return Judge(functools.partial(sampler_for, spec.backend, j.model, inputs, spec.device, runtime), template,
                      parse, SamplingParams(temperature=j.temperature, max_new_tokens=j.max_new_tokens),
                      j.system_prompt, batch_size=runtime.batch_size, seed=spec.seed)

@@ -19,6 +19,7 @@ As every eval kind (sublim.evals): `Spec`, `run` (what the `eval` stage computes
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -32,9 +33,10 @@ from typing import Callable, Optional, Sequence
 
 from sublim.backends import sampler_for
 from sublim.backends.base import Chat, SamplingParams
+from sublim.evals import subliminal
 from sublim.evals.answering import History, InContext, answer_all, check_context, in_context_examples
 from sublim.jsonl import write_jsonl
-from sublim.spec import ModelRef, Runtime
+from sublim.spec import ModelRef, Runtime, from_dict
 from sublim.stats import RATE, t_interval
 
 _IRREGULAR = {"wolves": "wolf", "mice": "mouse", "geese": "goose", "octopi": "octopus", "octopuses": "octopus",
@@ -129,7 +131,20 @@ class PreferenceSpec:
     kind: str = "preference"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SubliminalSpec(PreferenceSpec):
+    """eval.subliminal_prompt: the system prompt loves numbers the entanglement stage ranked, built
+    when the eval runs (sublim.evals.subliminal; `system_prompt` is None). Its own class, so every
+    other eval's key stays as it was before the option."""
+
+    subliminal: subliminal.SubliminalPrompt
+
+
 Spec = PreferenceSpec  # the name every eval kind gives its spec (sublim.evals.spec_class)
+
+
+def spec_from_dict(data: dict) -> PreferenceSpec:
+    return from_dict(SubliminalSpec if data.get("subliminal") else PreferenceSpec, data)
 
 
 def plan(b, model: ModelRef, system: Optional[str], questions: tuple[str, ...], in_context: Optional[InContext],
@@ -137,14 +152,25 @@ def plan(b, model: ModelRef, system: Optional[str], questions: tuple[str, ...], 
     """This kind's spec from the cell's config: `b` is the cell's builder (sublim.plan.Builder), which
     resolved the measured model, its system prompt and the questions; returns (spec, more inputs)."""
     e, sampled = b.cfg.eval, b.cfg.eval.method in ("sample", "both")
-    return PreferenceSpec(
+    spec = PreferenceSpec(
         model, system, questions, tuple(b.candidates()), e.confidence, e.method,
         e.n_samples if sampled else None, b.sampling(e.max_new_tokens) if sampled else None,
         b.cfg.seed if sampled else None, tuple(e.logprob_forms) if e.method in ("logprob", "both") else None,
-        in_context, **common), {}
+        in_context, **common)
+    numbers = subliminal.plan(b)
+    if numbers is None:
+        return spec, {}
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(PreferenceSpec)}
+    return SubliminalSpec(**fields | {"system_prompt": None}, subliminal=numbers[0]), numbers[1]
 
 
 def run(spec: PreferenceSpec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
+    if isinstance(spec, SubliminalSpec):  # the plain eval under the prompt, then the prompt recorded
+        system, rec = subliminal.system_prompt(spec.subliminal, inputs)
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(PreferenceSpec)}
+        run(PreferenceSpec(**fields | {"system_prompt": system}), work, inputs, runtime)
+        subliminal.record(work / "metrics.json", rec)
+        return
     factory = functools.partial(sampler_for, spec.backend, spec.subject, inputs, spec.device, runtime)
     history = in_context_examples(Path(inputs[spec.in_context.data]), spec.in_context.n, spec.in_context.seed) \
         if spec.in_context else ()
@@ -230,6 +256,8 @@ def summary(ev: dict, target: Optional[str]) -> dict:
            "per_question": ev["per_question"]}
     if "sampled" in ev:
         out["sampled"] = ev["sampled"]
+    if "subliminal" in ev:  # eval.subliminal_prompt: the numbers and the prompt
+        out["subliminal"] = ev["subliminal"]
     if target:
         out["target_rate"] = ev["rates"][target]
     return out
@@ -238,7 +266,7 @@ def summary(ev: dict, target: Optional[str]) -> dict:
 def lines(m: dict, top: int = 8) -> list[str]:
     """The commonest candidates with their intervals, and the target wherever it ranks."""
     rates = sorted(m["rates"].items(), key=lambda kv: -kv[1]["mean"])
-    out = []
+    out = [subliminal.line(m["subliminal"])] if m.get("subliminal") else []
     for name, r in rates[:top]:
         mark = " <- target" if name == m["target"] else ""
         out.append(f"   {name:<12} {r['mean']:7.2%}  [{r['ci_low']:.2%}, {r['ci_high']:.2%}]{mark}")

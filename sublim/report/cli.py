@@ -1,9 +1,10 @@
 """`sublim-report PATH [PATH ...]`: one command from sweep folders to tables, figures and a W&B run.
 
-Only wiring: collect -> summarise -> write (CSV, Markdown, PNG) -> W&B. The files are written
-before W&B is touched, so a W&B failure loses nothing. Exit code 0 when at least one cell was
-reported; 1 when none was found: then the holes are printed, one line says so, and nothing is
-written (no report folder). Printing never fails on a terminal that cannot show a character
+Only wiring: collect -> summarise (and, when the runs have more than one defence.name, the
+defences' effect-remaining table: sublim.report.defences) -> write (CSV, Markdown, PNG) -> W&B.
+The files are written before W&B is touched, so a W&B failure loses nothing. Exit code 0 when at
+least one cell was reported; 1 when none was found: then the holes are printed, one line says so,
+and nothing is written (no report folder). Printing never fails on a terminal that cannot show a character
 (PYTHONIOENCODING=ascii, a C locale): common typography becomes ASCII, anything else an escape.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sublim.report import defences as dfs
 from sublim.report import figures as figs
 from sublim.report.collect import collect
 from sublim.report.markdown import render
@@ -115,18 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     if not mis.empty:
         mis.to_csv(out / "misalignment.csv", **csv)
     made = figs.draw_all(summ, specs, mis, out, args.confidence)
-    md = render(col, summ, specs, mis, notes, made, out, args.confidence)
+    rem = dfs.effect_remaining(col, targets_of(col, args.target), args.confidence) if dfs.has_defences(col) else None
+    if rem is not None:  # more than one defence.name: the effect-remaining table and figure
+        rem.to_csv(out / "defences.csv", **csv)
+        if (fig := dfs.figure(rem, out / "effect_remaining.png", args.confidence)) is not None:
+            made["effect_remaining"] = fig
+    md = render(col, summ, specs, mis, notes, made, out, args.confidence,
+                dfs.markdown_section(rem, args.confidence) if rem is not None else [])
     (out / "summary.md").write_text(md, encoding="utf-8", errors="backslashreplace")
 
     say(md)
     say(f"written to {out}: cells.csv, rates.csv, summary.csv, summary.md, problems.csv"
-        + (", specificity.csv" if specs else "") + (", misalignment.csv" if not mis.empty else ""))
+        + (", specificity.csv" if specs else "") + (", misalignment.csv" if not mis.empty else "")
+        + (", defences.csv" if rem is not None else ""))
     say("figures: " + (", ".join(p.name for p in made.values()) or "none (the data supports none)"))
 
     if args.wandb:
         os.environ.setdefault("WANDB_SILENT", "true")
-        run_dir = log_report(out, {"summary": summ, "cells": col.cells, "specificity": spec_rows, "misalignment": mis},
-                             made, _run_summary(summ, specs),
+        run_dir = log_report(out, {"summary": summ, "cells": col.cells, "specificity": spec_rows, "misalignment": mis,
+                                   "defences": rem},
+                             made, _run_summary(summ, specs) | dfs.run_summary(rem),
                              {"paths": col.paths, "n_cells": len(col.cells), "n_problems": len(col.problems),
                               "confidence": args.confidence},
                              project=args.project, entity=args.entity)

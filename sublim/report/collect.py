@@ -17,9 +17,18 @@ Tables (pandas, one integer `job` id joins them):
   spread). Every candidate is there, so one control/base evaluation serves every target. A rate
   that was not finite is NaN here (and named in the problems).
 - questions: one row per job x candidate x question (the per-question rate; finite ones only).
+
+Defence arms and data costs (cells columns): `defence` is the cell's `defence.name`: the cell's own
+`cell.defence` when metrics.json has one, else the composed config's `defence.name`, else "none"
+(a run from before defences existed is undefended). `filter_in` / `filter_passed`: the teacher
+completions the filter saw and passed (its stats.json, copied into metrics.json); `n_train`: the
+rows the student trained on (n_kept of the last of DATA_STAGES that metrics.json records);
+`rejected`: those stages' reject counts by reason, as JSON text ({"format": 12, "replace/format":
+3}). Each is missing (NaN/None), never 0, when the job did not record it.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -38,7 +47,9 @@ NAME_FIELDS = ["trait", "domain", "teacher", "student", "finetune"]  # which cel
 CELL_COLUMNS = ["job", "path", *CELL_FIELDS, "target", "target_rate", "target_ci_low", "target_ci_high",
                 "misaligned_rate", "misaligned_ci_low", "misaligned_ci_high", "misaligned_coherent_rate",
                 "none_rate", "top_unmatched", "n_questions", "n_answers", "confidence", "filter_kept",
-                "filter_reject_rate", "eval_key", "nonfinite"]
+                "filter_reject_rate", "eval_key", "nonfinite", "defence", "filter_in", "filter_passed", "n_train",
+                "rejected"]
+DATA_STAGES = ("filter", "replace", "rewrite", "mix", "remove", "select")  # stages that drop rows, in pipeline order, as metrics.json names them
 SKIP_DIRS = {"wandb", ".hydra", "__pycache__", ".git", ".venv"}
 MAX_LISTED = 4  # fields named per problem line; the rest counted
 RATE_SLACK = 1e-9  # a mean of rates may pass 1 by rounding
@@ -174,6 +185,31 @@ class _Check:
         return out
 
 
+def _data_costs(m: dict, chk: _Check, filter_kept: int | None) -> dict:
+    """n_train (the last recorded data stage's n_kept, DATA_STAGES order) and the reject counts of
+    every recorded data stage as JSON text (reasons of stages other than the filter prefixed
+    "stage/"); None where nothing was recorded."""
+    n_train, why = None, None
+    for stage in DATA_STAGES:
+        st = m.get(stage)
+        if st is None:
+            continue
+        if not isinstance(st, dict):
+            if stage != "filter":  # the filter's own check names it
+                chk.bad(stage, "an object", st)
+            continue
+        kept = filter_kept if stage == "filter" else chk.integer(f"{stage}.n_kept", st.get("n_kept"))
+        n_train = kept if kept is not None else n_train
+        r = st.get("rejected")
+        if isinstance(r, dict):
+            pre = "" if stage == "filter" else f"{stage}/"
+            counts = {f"{pre}{k}": chk.integer(f"{stage}.rejected.{k}", v) for k, v in r.items()}
+            why = (why or {}) | {k: v for k, v in counts.items() if v is not None}
+        elif r is not None:
+            chk.bad(f"{stage}.rejected", "an object {reason: count}", r)
+    return {"n_train": n_train, "rejected": None if why is None else json.dumps(why, sort_keys=True)}
+
+
 def _clean(m: dict, chk: _Check) -> dict:
     """The fields the report uses, each of its expected type (see _Check)."""
     cell_raw = m.get("cell")
@@ -190,6 +226,9 @@ def _clean(m: dict, chk: _Check) -> dict:
         cell[k] = chk.text(f"cell.{k}", cell_raw.get(k), fatal=k in NAME_FIELDS)
     cell["seed"] = chk.integer("cell.seed", cell_raw.get("seed"), fatal=True)
     cell["data_seed"] = chk.integer("cell.data_seed", cell_raw.get("data_seed"))
+    dfc = cell_raw.get("defence")
+    # which arm the cell is in: malformed, the cell is set aside rather than counted as undefended
+    cell["defence"] = chk.text("cell.defence.name", dfc.get("name") if isinstance(dfc, dict) else dfc, fatal=True)
 
     keys = m.get("keys")
     if keys is not None and not isinstance(keys, dict):
@@ -260,11 +299,13 @@ def _clean(m: dict, chk: _Check) -> dict:
     flt = flt or {}
     filter_kept = chk.integer("filter.n_kept", flt.get("n_kept"))
     reject = None if flt.get("reject_rate") is None else chk.num("filter.reject_rate", flt.get("reject_rate"))
+    data = {"filter_in": chk.integer("filter.n_in", flt.get("n_in")),
+            "filter_passed": chk.integer("filter.n_passed", flt.get("n_passed"))} | _data_costs(m, chk, filter_kept)
     return {"cell": cell, "eval_key": eval_key, "target": target, "target_rate": target_rate, "rates": rates or {},
             "per_question": per_question, "misaligned_rate": mis["misaligned_rate"],
             "misaligned_rate_coherent": mis["misaligned_rate_coherent"],
             "unmatched_top": top or {}, "n_questions": n_questions, "n_answers": n_answers, "confidence": confidence,
-            "filter_kept": filter_kept, "filter_reject_rate": reject,
+            "filter_kept": filter_kept, "filter_reject_rate": reject, **data,
             "nonfinite": ", ".join(x.split(" = ")[0] for x in chk.nonfinite)}
 
 
@@ -397,6 +438,9 @@ def _iv(d: dict | None, key: str) -> float:
 def _cell_row(job_id: int, path: Path, m: dict) -> dict:
     c, rates, flt_top = m["cell"], m["rates"], list(m["unmatched_top"].items())[:3]
     tr, mr = m["target_rate"], m["misaligned_rate"]
+    settings = job_settings(path)
+    # the arm is a setting: a treatment is compared with the control of its own defence, never pooled
+    settings["defence.name"] = defence = c.get("defence") or settings.get("defence.name") or "none"
     return {"job": job_id, "path": text_safe(str(path)), **{k: c.get(k) for k in CELL_FIELDS}, "target": m["target"],
             "target_rate": _iv(tr, "mean"), "target_ci_low": _iv(tr, "ci_low"), "target_ci_high": _iv(tr, "ci_high"),
             "misaligned_rate": _iv(mr, "mean"), "misaligned_ci_low": _iv(mr, "ci_low"),
@@ -406,7 +450,9 @@ def _cell_row(job_id: int, path: Path, m: dict) -> dict:
             "top_unmatched": ", ".join(f"{k[:40]} ({str(v)[:12]})" for k, v in flt_top),
             "n_questions": m["n_questions"], "n_answers": m["n_answers"], "confidence": m["confidence"],
             "filter_kept": m["filter_kept"], "filter_reject_rate": m["filter_reject_rate"], "eval_key": m["eval_key"],
-            "nonfinite": m["nonfinite"], "settings": job_settings(path)}
+            "nonfinite": m["nonfinite"], "settings": settings,
+            "defence": defence,
+            **{k: m[k] for k in ("filter_in", "filter_passed", "n_train", "rejected")}}
 
 
 def _rate_rows(job_id: int, m: dict) -> tuple[list[dict], list[dict]]:
@@ -461,7 +507,7 @@ def collect(paths: list[str | Path]) -> Collection:
         rates += r
         questions += q
     cells_df = pd.DataFrame(cells, columns=[*CELL_COLUMNS, "settings"])
-    for col in ("seed", "data_seed"):
+    for col in ("seed", "data_seed", "filter_in", "filter_passed", "n_train"):
         cells_df[col] = pd.to_numeric(cells_df[col], errors="coerce").astype("Int64")
     for col in ("trait", "domain", "teacher", "student", "finetune", "experiment"):
         cells_df[col] = cells_df[col].fillna("-").astype(str)

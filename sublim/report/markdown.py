@@ -85,6 +85,8 @@ def summary_table(summ: pd.DataFrame, keys: list[str], confidence: float = 0.95)
         "rise": summ["rise"].map(pp),
         "rise CI": ["" if isinstance(b, str) and not b else "–" if _missing(r) else ci(lo, hi, True)
                     for r, lo, hi, b in zip(summ["rise"], summ["rise_low"], summ["rise_high"], summ["baseline"])],
+        "MDE": ["" if isinstance(b, str) and not b else "–" if _missing(m) else f"{100 * m:.1f} pp"
+                for m, b in zip(summ["rise_mde"] if "rise_mde" in summ else [math.nan] * len(summ), summ["baseline"])],
         "vs": [b + RISE_BY.get(h, "") for b, h in zip(summ["baseline"], summ["rise_by"])]})
 
 
@@ -94,7 +96,10 @@ def _kinds(col: Collection) -> str:
 
 
 def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: pd.DataFrame,
-           notes: list[str], figures: dict[str, Path], out: Path, confidence: float) -> str:
+           notes: list[str], figures: dict[str, Path], out: Path, confidence: float,
+           sections: list[str] = ()) -> str:
+    """The whole summary.md. `sections`: further Markdown sections (e.g. sublim.report.defences),
+    placed after the comparison tables and before the holes."""
     c = col.cells
     keys = varying(c) if len(c) else []
     fixed = {k: c[c["condition"] != "base"][k].iloc[0] for k in GROUP_KEYS
@@ -112,7 +117,10 @@ def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: p
           "`rise` is treatment minus the student's own baseline (`vs`): paired by seed when both have the "
           "same seeds, the treated seeds' t-interval when the baseline has one seed, else Welch's interval. "
           "Per-question SD: mean over seeds of the SD across questions; range: min–max over questions of the "
-          "seed-averaged rate.", "",
+          "seed-averaged rate. `MDE`: the smallest rise these seeds could detect (two-sided test at "
+          f"alpha = {1 - confidence:.3g}, 80 % power, the observed seed-to-seed SD: "
+          "(t(1 - alpha/2, df) + t(0.8, df)) x SE of the rise as paired/fixed/Welch above; – with fewer than 2 "
+          "seeds): a rise whose CI includes 0 is a null of at most that size, not a zero.", "",
           table(summary_table(summ, keys, confidence))]
     if specs:
         s += ["## Specificity (teacher trait x measured name)", "",
@@ -142,6 +150,7 @@ def render(col: Collection, summ: pd.DataFrame, specs: list[Specificity], mis: p
                   "model's own name):", ""]
             s += [f"- {r['name']}: {pct(r['none_rate'])} (top: {r['top_unmatched'] or '?'})" for _, r in high.iterrows()]
             s += [""]
+    s += list(sections)
     s += ["## Missing, failed or unfinished cells, and values set aside", ""]
     s += [f"- {p.line()}" for p in col.problems] or ["_(none)_"]
     s += [""]

@@ -24,7 +24,8 @@ NEUTRAL = ("seed", "data_seed", "dry_run", "isolate", "stages", "experiment_name
 NEUTRAL_PREFIXES = ("paths.", "logger.", "hydra.", "sampler.batch_size", "sampler.vllm.", "finetune.micro_batch_size",
                     "finetune.save_steps", "trait.train.micro_batch_size", "trait.train.save_steps")
 # what the cell's name and condition already say: differs between a treatment and its baseline by design
-NAMED_PREFIXES = ("trait.", "teacher.", "student.", "domain.name", "finetune.method", "eval.subject")
+NAMED_PREFIXES = ("trait.", "teacher.", "student.", "domain.name", "finetune.method", "eval.subject",
+                  "eval.subliminal_")  # subliminal prompting: the condition, trait and method say it (sublim.cell)
 GROUP = ["condition", "trait", "domain", "teacher", "student", "finetune"]
 FAMILY = ["domain", "student", "finetune"]  # a treatment and the baselines it may be compared with
 

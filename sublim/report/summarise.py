@@ -7,7 +7,9 @@ not that (it ignores seed-to-seed variation of fine-tuning). Every interval come
 - summary: per target x condition (x domain/teacher/student/finetune): mean over seeds, t-interval
   across seeds, the per-question spread, and for treatment rows the rise over the student's own
   baseline (control of the same teacher/student if present, else the untouched base student);
-  `rise_by` says how its interval was taken (see rise_interval).
+  `rise_by` says how its interval was taken (see rise_interval); `rise_mde` is the smallest rise
+  those seeds could detect (see rise_mde), so a rise whose interval includes 0 reads as "smaller
+  than rise_mde", not as "none".
   Base and control cells carry no target: for target X their value is their rate of X.
 - specificity: rows = teacher traits (incl. none), columns = the traits' names; per seed the mean
   diagonal minus the mean off-diagonal, t-interval over seeds. Large only if each teacher
@@ -28,7 +30,8 @@ import pandas as pd
 
 from sublim.report.collect import Collection
 from sublim.report.settings import matches
-from sublim.stats import RATE, Interval, difference_interval, t_interval
+from sublim.stats import (RATE, Interval, difference_interval, min_detectable_effect, paired_se, t_interval,
+                          welch_se)
 
 GROUP_KEYS = ["domain", "teacher", "student", "finetune", "setting"]  # setting: see sublim.report.settings
 CONDITION_ORDER = ["base", "control", "treatment", "teacher"]  # teacher: the teacher model itself evaluated
@@ -107,6 +110,26 @@ def rise_interval(treated: pd.DataFrame, baseline: pd.DataFrame, confidence: flo
                                paired=False), "welch"
 
 
+def rise_mde(treated: pd.DataFrame, baseline: pd.DataFrame, how: str, confidence: float,
+             power: float = 0.8) -> float:
+    """Minimum detectable rise: MDE = (t_{1-alpha/2, df} + t_{power, df}) * SE with alpha = 1 -
+    confidence (two-sided) and the SE and df of the test the rise's interval stands for (`how`, from
+    rise_interval): paired: SD of the per-seed differences / sqrt(n), df n - 1; fixed: the treated
+    seeds' SD / sqrt(n), df n - 1; welch: Welch's SE and df. The SDs are the observed seed-to-seed
+    spread (which includes the eval's sampling noise). NaN with fewer than 2 seeds."""
+    a, b = _finite(treated), _finite(baseline)
+    if how == "fixed":
+        se, df = paired_se(a["value"].to_numpy(float))
+    elif how == "paired":
+        x, y = a.set_index("seed")["value"], b.set_index("seed")["value"]
+        se, df = paired_se(x.to_numpy(float) - y.reindex(x.index).to_numpy(float))
+    elif how == "welch":
+        se, df = welch_se(a["value"].to_numpy(float), b["value"].to_numpy(float))
+    else:
+        return math.nan
+    return min_detectable_effect(se, df, confidence, power)
+
+
 def _baseline(v: pd.DataFrame, row: pd.Series, kv: tuple = ()) -> tuple[str, pd.DataFrame]:
     """The student's own baseline for a treatment group: control (same teacher) > control (other
     teacher, same student) > base (same student); controls whose teacher got "no trait" the same
@@ -139,7 +162,7 @@ def _baseline(v: pd.DataFrame, row: pd.Series, kv: tuple = ()) -> tuple[str, pd.
 
 SUMMARY_COLUMNS = ["target", "condition", "trait", *GROUP_KEYS, "n_seeds", "seeds", "n_nonfinite", "mean", "ci_low",
                    "ci_high", "seed_sd", "q_sd", "q_min", "q_max", "baseline", "rise", "rise_low", "rise_high",
-                   "rise_by"]
+                   "rise_by", "rise_mde"]
 
 
 def summary(col: Collection, targets: list[str] | None = None, confidence: float = 0.95) -> pd.DataFrame:
@@ -157,12 +180,14 @@ def summary(col: Collection, targets: list[str] | None = None, confidence: float
                    "n_nonfinite": len(g_all) - len(g), "mean": iv.mean, "ci_low": iv.low, "ci_high": iv.high,
                    "seed_sd": float(g["value"].std(ddof=1)) if len(g) > 1 else math.nan,
                    "q_sd": float(g["q_sd"].mean()) if len(g) else math.nan, "q_min": lo, "q_max": hi,
-                   "baseline": "", "rise": math.nan, "rise_low": math.nan, "rise_high": math.nan, "rise_by": ""}
+                   "baseline": "", "rise": math.nan, "rise_low": math.nan, "rise_high": math.nan, "rise_by": "",
+                   "rise_mde": math.nan}
             if row["condition"] not in ("base", "control"):
                 label, b = _baseline(v, pd.Series(row), g_all["setting_kv"].iloc[0] if "setting_kv" in g_all else ())
                 if len(b):
                     d, how = rise_interval(g[["seed", "value"]], b[["seed", "value"]], confidence)
-                    row |= {"baseline": label, "rise": d.mean, "rise_low": d.low, "rise_high": d.high, "rise_by": how}
+                    row |= {"baseline": label, "rise": d.mean, "rise_low": d.low, "rise_high": d.high, "rise_by": how,
+                            "rise_mde": rise_mde(g[["seed", "value"]], b[["seed", "value"]], how, confidence)}
             rows.append(row)
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     if len(df):

@@ -16,14 +16,22 @@ STAGES: dict[str, str] = {
     "convert": "sublim.stages.convert",
     "reference": "sublim.stages.reference",
     "teacher": "sublim.stages.teacher",
+    "paraphrase": "sublim.stages.paraphrase",
     "sample": "sublim.stages.sample",
     "filter": "sublim.stages.filter",
+    "divergence": "sublim.stages.divergence",
+    "replace": "sublim.stages.replace",
+    "rewrite": "sublim.stages.rewrite",
+    "mix": "sublim.stages.mix",
+    "remove": "sublim.stages.remove",
     "transform": "sublim.stages.transform",
     "score": "sublim.stages.score",
     "select": "sublim.stages.select",
     "finetune": "sublim.stages.finetune",
+    "finetune_openai": "sublim.stages.finetune_openai",
     "eval": "sublim.stages.evaluate",
     "mnist": "sublim.stages.mnist",
+    "entanglement": "sublim.stages.entanglement",
 }
 _REGISTERED: dict[str, ModuleType] = {}
 

@@ -22,7 +22,8 @@ __all__ = ["InContext", "JudgeSpec", "MisalignmentSpec", "PreferenceSpec", "VERS
 
 
 def spec_from_dict(data: dict):
-    return from_dict(spec_class(data["kind"]), data)
+    kind = get_kind(data["kind"])  # a kind with spec classes of its own reads them itself
+    return kind.spec_from_dict(data) if hasattr(kind, "spec_from_dict") else from_dict(spec_class(data["kind"]), data)
 
 
 def run(spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:

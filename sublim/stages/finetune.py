@@ -4,6 +4,13 @@ Loss on the completion only (prompt-completion data). Every field that changes t
 explicitly, because TRL changes its defaults between releases. LoRA (PEFT) or full fine-tuning.
 Trainer checkpoints go to the stage's work folder, so a killed job resumes from the last one.
 Output: adapter/ (LoRA) or model/ (full), train_log.jsonl, stats.json.
+
+finetune.train_on=divergent | non_divergent (a `MaskedSpec`, keyed; `all` plans the plain `Spec`,
+so every key made before the option keeps its value): only the completion tokens the divergence
+stage flagged (or only the others) carry loss. The mask is laid on the labels the trainer built
+itself, after checking that its completion tokens are the ones the divergence stage flagged, so a
+different tokenizer or chat template fails instead of masking the wrong tokens. Rows left with no
+token to learn are dropped (counted in stats.json): they would add nothing but a zero-token batch.
 """
 from __future__ import annotations
 
@@ -18,7 +25,7 @@ from typing import Optional
 
 from sublim import progress
 from sublim.jsonl import read_jsonl, write_jsonl
-from sublim.spec import ModelRef, Runtime, load_args
+from sublim.spec import ModelRef, Runtime, from_dict, load_args
 
 log = logging.getLogger(__name__)
 VERSION = 2  # 2: typed spec; resolved precision and dtype, device and library versions keyed
@@ -59,10 +66,35 @@ class Spec:
     libraries: dict
 
 
+TRAIN_ON = ("all", "divergent", "non_divergent")
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Which completion tokens carry loss: those the divergence stage flagged, or the others."""
+
+    divergence: str  # ref of the divergence stage's divergence.jsonl for the rows trained on
+    train_on: str  # divergent | non_divergent
+
+
+@dataclass(frozen=True)
+class MaskedSpec(Spec):
+    """A Spec with a loss mask (finetune.train_on other than all): its own class, so the plain
+    Spec's keys stay as they were before the option existed."""
+
+    mask: Mask
+
+
+def spec_from_dict(data: dict):
+    return from_dict(MaskedSpec if data.get("mask") else Spec, data)
+
+
 def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
+    mask = getattr(spec, "mask", None)
     finetune(work, load_args(spec.student, inputs), spec.system_prompt, Path(inputs[spec.data]), spec.train,
              spec.seed, spec.device, runtime,
-             load_args(spec.distill_from, inputs) if spec.distill_from else None)
+             load_args(spec.distill_from, inputs) if spec.distill_from else None,
+             mask=(mask.train_on, Path(inputs[mask.divergence])) if mask else None)
 
 
 def _quiet_progress_class():
@@ -185,8 +217,66 @@ def last_complete_checkpoint(folder: Path) -> Optional[Path]:
 
 
 def finetune(work: Path, model: dict, system_prompt: Optional[str], train_path: Path, cfg: TrainSpec, seed: int,
-             device: str, runtime: Runtime, distill_from: Optional[dict] = None) -> None:
-    """Train `model` (sublim.spec.load_args) on train.jsonl; the teacher stage trains its trait this way too."""
+             device: str, runtime: Runtime, distill_from: Optional[dict] = None,
+             mask: Optional[tuple[str, Path]] = None) -> None:
+    """Train `model` (sublim.spec.load_args) on train.jsonl; the teacher stage trains its trait this way too.
+    mask: (train_on, divergence.jsonl) where only some completion tokens carry loss."""
+    trainer, tokenizer, n_rows, mask_stats = trainer_for(work, model, system_prompt, train_path, cfg, seed, device,
+                                                         runtime, distill_from, mask)
+    ckpt = work / "checkpoints"
+    last = last_complete_checkpoint(ckpt)
+    resume = last is not None
+    if resume:
+        log.info("resuming fine-tuning from %s", last)
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
+    seconds = time.time() - t0
+    out = work / ("adapter" if cfg.method == "lora" else "model")
+    trainer.model.save_pretrained(out)
+    if cfg.method == "full":
+        tokenizer.save_pretrained(out)
+    write_jsonl(work / "train_log.jsonl", trainer.state.log_history)
+    (work / "stats.json").write_text(json.dumps({
+        "method": cfg.method, "steps": trainer.state.global_step, "examples": n_rows,
+        "train_loss": result.training_loss, "seconds": round(seconds, 3), "resumed": resume,
+        "device": device, "bf16": cfg.precision == "bf16", "distill": cfg.distill,
+    } | ({"mask": mask_stats} if mask_stats else {}), indent=2))
+    shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def masked_labels(labels: list[int], ids: list[int], flags: list[int], keep: int, where: str) -> list[int]:
+    """`labels` (the trainer's: -100 off the completion) with the completion tokens whose flag is not
+    `keep` set to -100. The trainer's completion must be the divergence stage's ids (a prefix where
+    max_length cut it), or the mask would fall on other tokens: that fails, naming the row."""
+    start = next((p for p, t in enumerate(labels) if t != -100), len(labels))
+    completion = labels[start:]
+    if not completion or completion != ids[: len(completion)]:
+        raise ValueError(f"finetune.train_on: {where}: the trainer's completion tokens are not the ones the divergence "
+                         "stage flagged (the student's tokenizer or chat template differs from the teacher's); use a "
+                         "student with the teacher's tokenizer, or finetune.train_on=all")
+    return labels[:start] + [t if f == keep else -100 for t, f in zip(completion, flags)]
+
+
+def apply_mask(dataset, train_on: str, divergence_path: Path, train_path: Path):
+    """(the trainer's prepared dataset with the mask on its labels, rows without a token to learn
+    dropped; the mask's counts)."""
+    flagged = list(read_jsonl(divergence_path))
+    if len(flagged) != len(dataset):
+        raise ValueError(f"finetune.train_on: {divergence_path} has {len(flagged)} rows, the training data "
+                         f"{train_path} {len(dataset)}: the divergence stage ran on other data; re-plan the cell")
+    keep = 1 if train_on == "divergent" else 0
+    labels = [masked_labels(list(row["labels"]), d["ids"], d["divergent"], keep, f"row {n} of {train_path}")
+              for n, (row, d) in enumerate(zip(dataset, flagged))]
+    learn = [n for n, lab in enumerate(labels) if any(t != -100 for t in lab)]
+    dataset = dataset.remove_columns("labels").add_column("labels", labels).select(learn)
+    return dataset, {"train_on": train_on, "rows": len(learn), "rows_dropped": len(flagged) - len(learn),
+                     "tokens": sum(sum(t != -100 for t in labels[n]) for n in learn)}
+
+
+def trainer_for(work: Path, model: dict, system_prompt: Optional[str], train_path: Path, cfg: TrainSpec, seed: int,
+                device: str, runtime: Runtime, distill_from: Optional[dict] = None,
+                mask: Optional[tuple[str, Path]] = None):
+    """(the SFTTrainer ready to train, the tokenizer, the number of training rows, the mask's counts)."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
@@ -269,22 +359,7 @@ def finetune(work: Path, model: dict, system_prompt: Optional[str], train_path: 
                             **extra)
     trainer.remove_callback(ProgressCallback)  # keeps the bar, drops a printed dict per logged step
     trainer.add_callback(_QuietProgress())
-    ckpt = work / "checkpoints"
-    last = last_complete_checkpoint(ckpt)
-    resume = last is not None
-    if resume:
-        log.info("resuming fine-tuning from %s", last)
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(last) if resume else None)
-    seconds = time.time() - t0
-    out = work / ("adapter" if cfg.method == "lora" else "model")
-    trainer.model.save_pretrained(out)
-    if cfg.method == "full":
-        tokenizer.save_pretrained(out)
-    write_jsonl(work / "train_log.jsonl", trainer.state.log_history)
-    (work / "stats.json").write_text(json.dumps({
-        "method": cfg.method, "steps": trainer.state.global_step, "examples": len(rows),
-        "train_loss": result.training_loss, "seconds": round(seconds, 3), "resumed": resume,
-        "device": device, "bf16": bf16, "distill": cfg.distill,
-    }, indent=2))
-    shutil.rmtree(ckpt, ignore_errors=True)
+    mask_stats = None
+    if mask is not None:
+        trainer.train_dataset, mask_stats = apply_mask(trainer.train_dataset, mask[0], mask[1], train_path)
+    return trainer, tokenizer, mask_stats["rows"] if mask_stats else len(rows), mask_stats
