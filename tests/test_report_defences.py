@@ -251,3 +251,24 @@ def test_malformed_defence_and_cost_fields_are_named_and_the_cell_kept(tmp_path)
         assert field in details
     assert str(jobs[0].resolve()) not in set(col.cells["path"])
     assert pd.isna(col.cells.set_index("path").loc[str(jobs[1].resolve()), "filter_in"])
+
+
+def test_what_a_defence_sets_and_a_control_two_arms_share_do_not_split_or_drop_arms(tmp_path):
+    """A defence's own settings (here transform.shuffle) differ between arms by design: they must not
+    make each arm a separate setting without an undefended arm. And two arms' control cells may be
+    the very same evaluation (mixing the control teacher into a control cell changes nothing): each
+    arm keeps its copy instead of the report dropping one as a duplicate."""
+    write_grid(tmp_path, in_config=tuple(RISE))
+    for d in (tmp_path / SWEEP).iterdir():
+        cfg = (d / ".hydra" / "config.yaml").read_text()
+        (d / ".hydra" / "config.yaml").write_text(
+            cfg + f"transform:\n  shuffle: {'within' if 'name: shuffle' in cfg else 'none'}\n")
+        m = json.loads((d / "metrics.json").read_text())
+        if m["cell"]["condition"] == "control":  # every arm's control cell: one evaluation per seed
+            m["keys"]["eval"] = f"control-{m['cell']['seed']}"
+            (d / "metrics.json").write_text(json.dumps(m))
+    col = collect([tmp_path])
+    assert not [p for p in col.problems if p.kind == "duplicate"]
+    df = dfs.effect_remaining(col, resamples=200)
+    assert sorted(df["defence"]) == sorted(RISE) and (df["n_seeds"] == len(SEEDS)).all()
+    assert row(df, "shuffle")["remaining"] == pytest.approx(rises("shuffle").mean() / rises("none").mean())

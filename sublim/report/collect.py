@@ -435,12 +435,17 @@ def _iv(d: dict | None, key: str) -> float:
     return d[key] if d else math.nan
 
 
+def defence_of(m: dict, settings: dict) -> str:
+    """The cell's defence arm: metrics.json's cell, else the composed config's, else none."""
+    return m["cell"].get("defence") or settings.get("defence.name") or "none"
+
+
 def _cell_row(job_id: int, path: Path, m: dict) -> dict:
     c, rates, flt_top = m["cell"], m["rates"], list(m["unmatched_top"].items())[:3]
     tr, mr = m["target_rate"], m["misaligned_rate"]
     settings = job_settings(path)
     # the arm is a setting: a treatment is compared with the control of its own defence, never pooled
-    settings["defence.name"] = defence = c.get("defence") or settings.get("defence.name") or "none"
+    settings["defence.name"] = defence = defence_of(m, settings)
     return {"job": job_id, "path": text_safe(str(path)), **{k: c.get(k) for k in CELL_FIELDS}, "target": m["target"],
             "target_rate": _iv(tr, "mean"), "target_ci_low": _iv(tr, "ci_low"), "target_ci_high": _iv(tr, "ci_high"),
             "misaligned_rate": _iv(mr, "mean"), "misaligned_ci_low": _iv(mr, "ci_low"),
@@ -480,7 +485,7 @@ def _mtime(p: Path) -> float:
 def collect(paths: list[str | Path]) -> Collection:
     """Read every job under `paths`. Never raises for a bad job: it becomes a Problem.
 
-    The same cell evaluated twice (same name and eval key, e.g. a re-run or overlapping PATHs)
+    The same cell evaluated twice (same name, defence arm and eval key, e.g. a re-run or overlapping PATHs)
     counts once, the newest metrics.json, so a re-run does not pose as an extra seed.
     """
     jobs, problems = job_folders(paths)
@@ -492,7 +497,9 @@ def collect(paths: list[str | Path]) -> Collection:
         problems += probs
         if m is None:
             continue
-        key = (m["cell"]["name"], m["eval_key"] or str(job))
+        # a defence arm's cell can equal another's (mixing the control teacher into a control cell
+        # changes nothing): each arm keeps its own copy, the report pairs cells within an arm
+        key = (m["cell"]["name"], str(defence_of(m, job_settings(job))), m["eval_key"] or str(job))
         if key in kept:
             old = kept[key][0]
             newer, older = (job, old) if _mtime(job / "metrics.json") >= _mtime(old / "metrics.json") else (old, job)

@@ -63,9 +63,20 @@ def has_defences(col: Collection) -> bool:
     return "defence" in col.cells and col.cells["defence"].nunique() > 1
 
 
-def _other(kv) -> str:
+def _implied(defences: pd.Series, kvs: pd.Series) -> set[str]:
+    """Setting keys an arm's defence decides (finetune.train_on, sampler.min_p, ...): one value within
+    every arm, different between arms. They tell the arms apart, so they are not a setting to group by."""
+    values: dict[str, dict[str, set[str]]] = {}
+    for d, kv in zip(defences, kvs):
+        for k, x in (kv or ()):
+            values.setdefault(str(k), {}).setdefault(str(d), set()).add(str(x))
+    return {k for k, by in values.items()
+            if all(len(s) == 1 for s in by.values()) and len({next(iter(s)) for s in by.values()}) > 1}
+
+
+def _other(kv, implied: set[str] = frozenset()) -> str:
     """The cell's setting label without the defence's own keys (they tell the arms apart)."""
-    return ", ".join(f"{k}={v}" for k, v in (kv or ()) if not str(k).startswith("defence."))
+    return ", ".join(f"{k}={v}" for k, v in (kv or ()) if not str(k).startswith("defence.") and str(k) not in implied)
 
 
 def _per_seed(df: pd.DataFrame, col: str) -> pd.Series:
@@ -97,8 +108,9 @@ def _cells(col: Collection, target: str) -> pd.DataFrame:
     v = values_at(col, target)
     v = v[v["condition"].isin(["treatment", "control"])]
     kv = v["setting_kv"] if "setting_kv" in v else pd.Series([()] * len(v), index=v.index)
+    implied = _implied(v["defence"], kv) if "defence" in v else set()
     fin, fpass = (pd.to_numeric(v[c], errors="coerce").astype(float) for c in ("filter_in", "filter_passed"))
-    return v.assign(setting=kv.map(_other), well_formed=(fpass / fin.where(fin > 0)))
+    return v.assign(setting=kv.map(lambda x: _other(x, implied)), well_formed=(fpass / fin.where(fin > 0)))
 
 
 def _arm_rows(keys: dict, tr: pd.DataFrame, ctrl: pd.DataFrame, confidence: float, resamples: int,
