@@ -55,10 +55,13 @@ def stage(path: Path, stage_name: str, key: str) -> Iterator[None]:
     """While the block runs, counts in this process are recorded in `path` (removed at the end)."""
     global _current
     before, _current = _current, _Stage(Path(path), stage_name, key)
+    opened = set(_counters)
     try:
         yield
     finally:
         _current = before
+        for desc in set(_counters) - opened:  # a count the stage left open (a job that ended early)
+            _counters.pop(desc).close()
         with contextlib.suppress(OSError):
             Path(path).unlink()
 

@@ -82,3 +82,13 @@ def test_a_grid_jobs_output_goes_to_its_log_and_nowhere_else(tmp_path):
     for text in ("a print", "a log line", "a library warning", "child says hi"):
         assert text in log, log
     assert json.dumps(log)  # plain text
+
+
+def test_a_count_a_stage_leaves_open_is_closed_when_the_stage_ends(tmp_path, monkeypatch):
+    """A job that ends before its last reported step (a fine-tuning job whose events stop short)
+    leaves no counter behind for the next stage of the process."""
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    with progress.stage(tmp_path / "k.progress", "finetune_openai", "k"):
+        progress.report(1, 10, "step", "OpenAI fine-tuning")
+        progress.report(3, 10, "step", "OpenAI fine-tuning")
+    assert progress._counters == {} and not (tmp_path / "k.progress").exists()
