@@ -34,4 +34,5 @@ def worker_lifeline() -> None:
     """A pool worker's initializer: it ends with its parent, and at once (status 130) without a
     stack trace on Ctrl-C: the job above it reports the interruption."""
     exit_with_parent()
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # started immune to Ctrl-C (nohup ... &): stay so
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))

@@ -21,8 +21,11 @@ def test_ctrl_c_ends_every_process_with_one_line(tmp_path, tiny_model_dir):
             "experiment=smoke", f"paths.tiny_model={tiny_model_dir}", "logger=none",
             f"paths.artifacts={tmp_path / 'a'}", "domain.n_prompts=4000", "isolate=always",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    # Ctrl-C as in a terminal: SIGINT at its default, whatever the test runner inherited (a shell's
+    # background job starts with SIGINT ignored, and sublim, like its workers, then keeps ignoring it)
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {"OMP_NUM_THREADS": "1"}, start_new_session=True)
+                            env=os.environ | {"OMP_NUM_THREADS": "1"}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     store = Store(tmp_path / "a")
     deadline = time.time() + 300
     while not (starts := [e for e in store.events() if e["stage"] == "sample" and e["event"] == "start"]):
