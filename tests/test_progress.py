@@ -12,6 +12,7 @@ from sublim.cache import Store
 
 def test_a_count_inside_a_stage_is_recorded_beside_its_lock_and_removed_at_the_end(tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    monkeypatch.setattr(progress, "_counters", {})  # counts other tests left are not this one's
     store = Store(tmp_path / "store")
     seen = []
 
@@ -48,6 +49,7 @@ def test_off_a_terminal_the_count_is_plain_log_lines(caplog, monkeypatch):
 
 def test_a_trainer_reports_its_steps_until_the_last(tmp_path, monkeypatch):
     monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    monkeypatch.setattr(progress, "_counters", {})  # counts other tests left are not this one's
     path = tmp_path / "k.progress"
     rows = []
     with progress.stage(path, "finetune", "k"):
@@ -88,6 +90,7 @@ def test_a_count_a_stage_leaves_open_is_closed_when_the_stage_ends(tmp_path, mon
     """A job that ends before its last reported step (a fine-tuning job whose events stop short)
     leaves no counter behind for the next stage of the process."""
     monkeypatch.setattr(progress, "EVERY_S", 0.0)
+    monkeypatch.setattr(progress, "_counters", {})  # counts other tests left are not this one's
     with progress.stage(tmp_path / "k.progress", "finetune_openai", "k"):
         progress.report(1, 10, "step", "OpenAI fine-tuning")
         progress.report(3, 10, "step", "OpenAI fine-tuning")

@@ -140,7 +140,7 @@ def replay(rows: list[dict], teachers: list[Teacher], inputs: dict[str, str], de
                                  "must share the trait teacher's tokenizer")
             argmaxes[n] = argmax_at_completions(model, pairs, batch_size, tok.pad_token_id or 0, device)
             done += len(rows)
-            progress.report(done, total, "row", f"replaying under {teachers[n].name}")
+            progress.report(done, total, "row", "replaying under the teachers")  # one count: it ends at total
         del model
     return argmaxes, ids or []
 
