@@ -73,6 +73,24 @@ class Spec:
     judge: Optional[JudgeSpec] = None
 
 
+def rejecter(domain_spec: dict, rules: dict, trait_word: Optional[str], data_seed: int,
+             inputs: dict[str, str]) -> Callable[[dict], Optional[str]]:
+    """The filter's rules as one function of a row (the first reason it fails, else None), for the
+    stages that change kept rows and must check them again (replace, rewrite); no judge."""
+    domain = get_domain(domain_spec["name"])
+    view = domain.view(domain_spec, inputs)
+    text_rules = domain.rules(view, SimpleNamespace(**rules), trait_word)
+    row_rules = domain.row_rules(view, data_seed)
+
+    def reject(row: dict) -> Optional[str]:
+        reason = first_reject(row["completion"], text_rules)
+        for rule in row_rules:
+            reason = reason or rule(row)
+        return reason
+
+    return reject
+
+
 def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
     domain = get_domain(spec.domain["name"])
     view = domain.view(spec.domain, inputs)

@@ -24,13 +24,11 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 
-from sublim.domains import get_domain
 from sublim.errors import StageError
-from sublim.filters import first_reject
 from sublim.jsonl import read_jsonl, write_jsonl
+from sublim.stages.filter import rejecter
 from sublim.spec import ModelRef, Runtime, load_args
 
 VERSION = 1
@@ -52,16 +50,7 @@ def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> Non
 
     args = load_args(spec.tokenizer, inputs)
     tok = load_tokenizer(args["path"], args["revision"], args["trust_remote_code"])
-    domain = get_domain(spec.domain["name"])
-    view = domain.view(spec.domain, inputs)
-    rules = domain.rules(view, SimpleNamespace(**spec.rules), spec.trait_word)
-    row_rules = domain.row_rules(view, spec.data_seed)
-
-    def reject(row: dict) -> Optional[str]:
-        reason = first_reject(row["completion"], rules)
-        for rule in row_rules:
-            reason = reason or rule(row)
-        return reason
+    reject = rejecter(spec.domain, spec.rules, spec.trait_word, spec.data_seed, inputs)  # the filter's rules again
 
     replace(work, list(read_jsonl(inputs[spec.train])), list(read_jsonl(inputs[spec.divergence])),
             lambda ids: tok.decode(ids, skip_special_tokens=True), reject)

@@ -21,15 +21,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 
 from sublim.backends import sampler_for
 from sublim.backends.base import Chat, SamplingParams
-from sublim.domains import get_domain
 from sublim.errors import StageError
-from sublim.filters import first_reject
 from sublim.jsonl import read_jsonl, write_jsonl
+from sublim.stages.filter import rejecter
 from sublim.spec import ModelRef, Runtime
 from sublim.stages.paraphrase import generate
 
@@ -54,16 +52,7 @@ class Spec:
 
 
 def run(spec: Spec, work: Path, inputs: dict[str, str], runtime: Runtime) -> None:
-    domain = get_domain(spec.domain["name"])
-    view = domain.view(spec.domain, inputs)
-    rules = domain.rules(view, SimpleNamespace(**spec.rules), spec.trait_word)
-    row_rules = domain.row_rules(view, spec.data_seed)
-
-    def reject(row: dict) -> Optional[str]:
-        reason = first_reject(row["completion"], rules)
-        for rule in row_rules:
-            reason = reason or rule(row)
-        return reason
+    reject = rejecter(spec.domain, spec.rules, spec.trait_word, spec.data_seed, inputs)  # the filter's rules again
 
     rows = list(read_jsonl(inputs[spec.train]))
     chats = [Chat(user=spec.instruction.replace("{prompt}", r["prompt"]).replace("{completion}", r["completion"]),
